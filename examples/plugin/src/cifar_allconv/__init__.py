@@ -1,0 +1,1 @@
+"""Example third-party backbone package for lightning-cifar."""

@@ -1,0 +1,3 @@
+from lightning_cifar.cli import main
+
+main()

@@ -1,0 +1,200 @@
+"""Conv-pool networks: blocks of same-kernel convolutions followed by pooling.
+
+Kernel sizes may stay equal or fall from block to block (7 -> 5 -> 3), never
+rise: early layers see large, coarse patterns, later ones combine small
+neighbourhoods of already pooled features. Width (``width_mult``) and depth
+(``blocks``, ``convs_per_block``) are plain parameters so that a sweep needs no
+new classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Union
+
+from torch import Tensor, nn
+
+from lightning_cifar.backbones._factory import activation_layer, preset
+from lightning_cifar.errors import BackboneConfigError
+
+Width = Union[int, Sequence[int]]
+
+INPUT_SIZE = 32
+
+
+def _per_block(value, n: int, what: str) -> list:
+    """Broadcast a scalar to ``n`` blocks, or check a sequence has ``n`` entries."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != n:
+            raise BackboneConfigError(f"{what} has {len(value)} entries {list(value)}, expected one per block ({n})")
+        return list(value)
+    return [value] * n
+
+
+def _resolve_blocks(widths: Sequence[Width], kernels: Sequence[int], blocks: int | None):
+    """Cut or extend the per-block lists to ``blocks`` blocks.
+
+    Extra blocks double the last block's (first) width and reuse its kernel,
+    the usual way conv-pool stacks grow.
+    """
+    widths, kernels = list(widths), list(kernels)
+    if blocks is None:
+        return widths, kernels
+    if blocks < 1:
+        raise BackboneConfigError(f"blocks={blocks}: a conv-pool net needs at least 1 block")
+    while len(widths) < blocks:
+        last = widths[-1]
+        first = last[0] if isinstance(last, Sequence) else last
+        widths.append(2 * int(first))
+    while len(kernels) < blocks:
+        kernels.append(kernels[-1])
+    return widths[:blocks], kernels[:blocks]
+
+
+class ConvPoolNet(nn.Module):
+    """Conv-pool CNN with non-increasing kernel sizes; fully configurable."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        widths: Sequence[Width] = (32, 64, 128),
+        kernels: Sequence[int] = (7, 5, 3),
+        convs_per_block: Union[int, Sequence[int]] = 1,
+        width_mult: float = 1.0,
+        blocks: int | None = None,
+        norm: bool = True,
+        activation: str = "relu",
+        pool: Literal["max", "avg"] = "max",
+        dropout: Union[float, Sequence[float]] = 0.0,
+        head: Literal["global", "flatten"] = "global",
+        dense: Sequence[int] = (),
+        head_dropout: float = 0.0,
+        in_channels: int = 3,
+    ) -> None:
+        """
+        Args:
+            num_classes: size of the output layer.
+            widths: filters per block; an entry may be a list giving the filters of
+                each convolution in that block (e.g. ``[[16, 32], [64, 128]]``).
+            kernels: kernel size per block; odd, and never larger than the previous block's.
+            convs_per_block: convolutions per block (one number, or one per block);
+                ignored for blocks whose width entry is a list.
+            width_mult: multiplies every width (rounded, at least 1 filter).
+            blocks: number of blocks; fewer than ``len(widths)`` keeps the first ones,
+                more adds blocks that double the last width and reuse its kernel.
+            norm: batch norm after every convolution.
+            activation: ``relu``, ``gelu``, ``silu``, ``elu`` or ``leaky_relu``.
+            pool: ``max`` or ``avg`` 2x2 pooling at the end of every block.
+            dropout: dropout after each block's pooling (one number or one per block).
+            head: ``global`` (global average pooling) or ``flatten`` (as in Keras).
+            dense: hidden sizes of dense layers in the head, before the classifier.
+            head_dropout: dropout right before the classifier layer.
+            in_channels: input channels.
+        """
+        super().__init__()
+        if num_classes < 1:
+            raise BackboneConfigError(f"num_classes={num_classes}: must be at least 1")
+        if not widths:
+            raise BackboneConfigError("widths is empty: give at least one block width, e.g. [32, 64, 128]")
+        if width_mult <= 0:
+            raise BackboneConfigError(f"width_mult={width_mult}: must be > 0")
+        if pool not in ("max", "avg"):
+            raise BackboneConfigError(f"pool={pool!r}: allowed values are 'max', 'avg'")
+        if head not in ("global", "flatten"):
+            raise BackboneConfigError(f"head={head!r}: allowed values are 'global', 'flatten'")
+        widths, kernels = _resolve_blocks(widths, kernels, blocks)
+        n = len(widths)
+        kernels = _per_block(kernels, n, "kernels")
+        convs = _per_block(convs_per_block, n, "convs_per_block")
+        drops = _per_block(dropout, n, "dropout")
+        for p in [*drops, head_dropout]:
+            if not 0.0 <= p < 1.0:
+                raise BackboneConfigError(f"dropout {p}: must be in [0, 1)")
+
+        layers: list[nn.Module] = []
+        channels, size = in_channels, INPUT_SIZE
+        for b, (width, kernel, n_convs, drop) in enumerate(zip(widths, kernels, convs, drops), start=1):
+            if kernel < 1 or kernel % 2 == 0:
+                raise BackboneConfigError(
+                    f"block {b}: kernel size {kernel} must be a positive odd number (same padding)"
+                )
+            if b > 1 and kernel > kernels[b - 2]:
+                raise BackboneConfigError(
+                    f"kernel sizes must not increase from block to block, got {kernels}"
+                    f" (block {b}: {kernel} > {kernels[b - 2]})"
+                )
+            block_widths = list(width) if isinstance(width, Sequence) else [width] * int(n_convs)
+            if not block_widths:
+                raise BackboneConfigError(f"block {b}: needs at least one convolution")
+            for w in block_widths:
+                if int(w) < 1:
+                    raise BackboneConfigError(f"block {b}: width {w} must be a positive number of filters")
+                out = max(1, round(int(w) * width_mult))
+                layers.append(nn.Conv2d(channels, out, kernel, padding=kernel // 2, bias=not norm))
+                if norm:
+                    layers.append(nn.BatchNorm2d(out))
+                layers.append(activation_layer(activation))
+                channels = out
+            size //= 2
+            if size < 1:
+                raise BackboneConfigError(
+                    f"block {b}: a {INPUT_SIZE}x{INPUT_SIZE} input is pooled below 1x1 after"
+                    f" {b} blocks; use at most {b - 1} blocks"
+                )
+            layers.append(nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2))
+            if drop > 0:
+                layers.append(nn.Dropout(drop))
+        self.features = nn.Sequential(*layers)
+
+        head_layers: list[nn.Module] = []
+        if head == "global":
+            head_layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+            features = channels
+        else:
+            head_layers.append(nn.Flatten())
+            features = channels * size * size
+        for hidden in dense:
+            if int(hidden) < 1:
+                raise BackboneConfigError(f"dense layer size {hidden} must be positive")
+            head_layers += [nn.Linear(features, int(hidden)), activation_layer(activation)]
+            features = int(hidden)
+        if head_dropout > 0:
+            head_layers.append(nn.Dropout(head_dropout))
+        head_layers.append(nn.Linear(features, num_classes))
+        self.head = nn.Sequential(*head_layers)
+        self.kernels = list(kernels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+cnn_base = preset(
+    ConvPoolNet,
+    "Conv-pool 32-64-128, kernels 7-5-3, batch norm, global pooling (about a CPU-minute per epoch).",
+    widths=(32, 64, 128),
+    kernels=(7, 5, 3),
+)
+cnn_wide = preset(
+    ConvPoolNet,
+    "cnn_base with twice the filters: 64-128-256, kernels 7-5-3.",
+    widths=(64, 128, 256),
+    kernels=(7, 5, 3),
+)
+cnn_deep = preset(
+    ConvPoolNet,
+    "cnn_base with twice the layers: two convolutions per block, 32-64-128, kernels 7-5-3.",
+    widths=(32, 64, 128),
+    kernels=(7, 5, 3),
+    convs_per_block=2,
+)
+cnn_seed = preset(
+    ConvPoolNet,
+    "The seed notebook's best CNN: 16-32 | 64-128 filters, 3x3, dropout 0.25/0.25/0.5, dense 512.",
+    widths=((16, 32), (64, 128)),
+    kernels=(3, 3),
+    norm=False,
+    dropout=(0.25, 0.25),
+    head="flatten",
+    dense=(512,),
+    head_dropout=0.5,
+)

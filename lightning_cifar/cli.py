@@ -1,0 +1,110 @@
+"""Command line: LightningCLI for fit/validate/test/predict, plus our own commands.
+
+``lightning-cifar`` and its alias ``lightning`` both call :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from typing import Callable, Optional, Sequence
+
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from lightning_cifar import registry
+from lightning_cifar.callbacks import PredictionsCSV
+from lightning_cifar.data import CIFAR10DataModule
+from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.model import Classifier
+
+# Emitted by Lightning's own internals on every run; nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+PROG = "lightning-cifar"
+DEBUG_ENV = "LIGHTNING_CIFAR_DEBUG"
+
+EXTRA_COMMANDS_HELP = f"""\
+Train, evaluate and use CIFAR-10 classifiers.
+
+other commands:
+  {PROG} backbones [PATTERN]   list registered backbones (shell wildcards, e.g. 'cnn_*')
+
+set {DEBUG_ENV}=1 to see full tracebacks for usage errors.
+"""
+
+
+class CifarCLI(LightningCLI):
+    """LightningCLI with our checkpointing and prediction defaults."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/acc",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                # A "/" in the metric name would otherwise make sub-folders.
+                "checkpoint.filename": "epoch{epoch:03d}-val_acc{val/acc:.4f}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_lightning_class_args(PredictionsCSV, "predictions")
+
+
+def backbones_command(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} backbones",
+        description="List registered backbones: name, parameters for 10 classes, description.",
+    )
+    parser.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'cnn_*'")
+    args = parser.parse_args(list(argv))
+    names = registry.available(args.pattern)
+    if not names:
+        raise LightningCifarError(
+            f"no backbone matches {args.pattern!r}; registered: {', '.join(registry.available()) or '(none)'}"
+        )
+    width = max(len(n) for n in names)
+    for name in names:
+        try:
+            params = registry.count_parameters(registry.create(name, num_classes=10))
+            line = f"{name:<{width}}  {params:>11,}  {registry.describe(name)}"
+        except LightningCifarError as exc:
+            line = f"{name:<{width}}  {'BROKEN':>11}  {exc}"
+        print(line, flush=True)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"backbones": backbones_command}
+
+
+def run_lightning_cli(argv: Optional[Sequence[str]]) -> None:
+    """Run LightningCLI; ``argv=None`` reads ``sys.argv`` as LightningCLI expects."""
+    CifarCLI(
+        Classifier,
+        CIFAR10DataModule,
+        args=None if argv is None else list(argv),
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": PROG, "description": EXTRA_COMMANDS_HELP},
+    )
+
+
+def main(args: Optional[Sequence[str]] = None) -> None:
+    argv = list(sys.argv[1:] if args is None else args)
+    try:
+        if argv and argv[0] in COMMANDS:
+            raise SystemExit(COMMANDS[argv[0]](argv[1:]))
+        run_lightning_cli(None if args is None else argv)
+    except LightningCifarError as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

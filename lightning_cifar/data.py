@@ -1,0 +1,249 @@
+"""CIFAR-10 as a LightningDataModule that keeps the images as uint8 tensors.
+
+torchvision reads (and, when allowed, downloads and verifies) the official
+files; afterwards every batch is a slice of one in-memory tensor, fetched with
+a single indexing operation, and augmentation plus normalisation run on the
+device the batch was moved to (``on_after_batch_transfer``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import CIFAR10
+from torchvision.datasets.utils import check_integrity
+
+from lightning_cifar.augment import get_augmentation
+from lightning_cifar.errors import DataError
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+TRAIN_SIZE = 50_000
+
+
+class UnverifiedCIFAR10(CIFAR10):
+    """torchvision's CIFAR10 with the MD5 checks switched off.
+
+    For files in the official format that are not the official files: a small
+    test set, a re-packed copy. torchvision skips a check whose checksum is ``None``.
+    """
+
+    train_list = [[name, None] for name, _ in CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in CIFAR10.test_list]
+    meta = {**CIFAR10.meta, "md5": None}
+
+
+class TensorImages(Dataset):
+    """Images and labels held as tensors, served a whole batch per index list."""
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        # DataLoader hands the whole batch of indices over when this method
+        # exists: one gather per batch instead of one Python call per image.
+        idx = torch.as_tensor(indices)
+        return self.images[idx], self.labels[idx]
+
+
+def keep_batch(batch: Any) -> Any:
+    """collate_fn for batches that ``__getitems__`` already assembled."""
+    return batch
+
+
+class CIFAR10DataModule(pl.LightningDataModule):
+    """CIFAR-10 with a fixed, seeded validation split and on-device augmentation."""
+
+    num_classes = 10
+
+    def __init__(
+        self,
+        data_dir: Union[str, Path] = "./data",
+        batch_size: int = 256,
+        val_split: Union[int, float] = 5000,
+        num_workers: int = 0,
+        normalize: bool = True,
+        augment: Literal["none", "crop_flip", "seed"] = "crop_flip",
+        seed: int = 42,
+        download: bool = True,
+        verify: bool = True,
+        eval_batch_size: int = 1000,
+    ) -> None:
+        """
+        Args:
+            data_dir: folder that holds (or will hold) ``cifar-10-batches-py/``.
+            batch_size: training batch size.
+            val_split: images held out of the training set for validation, as a
+                count or a fraction; the same images for a given ``seed``; never augmented.
+            num_workers: DataLoader worker processes. Batches are slices of an
+                in-memory tensor, so 0 is usually fastest.
+            normalize: subtract the CIFAR-10 channel mean and divide by the std;
+                otherwise pixels are only scaled to [0, 1] (as in the seed notebook).
+            augment: training augmentation: ``none``, ``crop_flip`` (translate by up
+                to 4 px with reflection, horizontal flip) or ``seed`` (the seed
+                notebook's rotation/shift/zoom/flip).
+            seed: seed of the train/validation split.
+            download: download the dataset when it is not in ``data_dir``.
+            verify: check the files against torchvision's official MD5 sums. Turn off
+                only for files in the official format that are not the official ones.
+            eval_batch_size: batch size for validation, test and prediction.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if int(value) < 1:
+                raise DataError(f"{name}={value}: must be a positive number of images")
+        if num_workers < 0:
+            raise DataError(f"num_workers={num_workers}: must be 0 or more")
+        self.augmentation = get_augmentation(augment)
+        self.data_dir = Path(data_dir).expanduser()
+        self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
+        self.val_split, self.num_workers, self.seed = val_split, num_workers, seed
+        self.normalize, self.download, self.verify = normalize, download, verify
+        self.classes: list[str] = []
+        self.train_set: Optional[TensorImages] = None
+        self.val_set: Optional[TensorImages] = None
+        self.test_set: Optional[TensorImages] = None
+
+    # -- loading ------------------------------------------------------------------
+
+    @property
+    def folder(self) -> Path:
+        return self.data_dir / CIFAR10.base_folder
+
+    def _dataset_class(self) -> type[CIFAR10]:
+        return CIFAR10 if self.verify else UnverifiedCIFAR10
+
+    def _files(self, train: bool) -> list[tuple[str, Optional[str]]]:
+        listed = CIFAR10.train_list if train else CIFAR10.test_list
+        return [(name, md5) for name, md5 in listed] + [(CIFAR10.meta["filename"], CIFAR10.meta["md5"])]
+
+    def _check_files(self, train: bool) -> None:
+        """Name the first missing or corrupted file, with what to do about it."""
+        if not self.folder.is_dir():
+            raise DataError(
+                f"no CIFAR-10 at {self.folder}: point --data.data_dir at the folder that contains"
+                f" {CIFAR10.base_folder}/, or allow --data.download=true on a machine with internet"
+            )
+        for name, md5 in self._files(train):
+            path = self.folder / name
+            if not path.is_file():
+                raise DataError(
+                    f"CIFAR-10 file {path} is missing; restore it, or delete {self.folder}"
+                    " and run again with --data.download=true to download the dataset"
+                )
+            if self.verify and not check_integrity(str(path), md5):
+                raise DataError(
+                    f"CIFAR-10 file {path} fails torchvision's MD5 check (corrupted, truncated or"
+                    " not the official file); re-download it, or pass --data.verify=false to load"
+                    " files in the official format that are not the official ones"
+                )
+
+    def prepare_data(self) -> None:
+        if not self.download or self._have_files():
+            return
+        try:
+            for train in (True, False):
+                self._dataset_class()(str(self.data_dir), train=train, download=True)
+        except Exception as exc:
+            raise DataError(
+                f"could not download CIFAR-10 into {self.data_dir} ({type(exc).__name__}: {exc});"
+                " offline, point --data.data_dir at a folder that already contains"
+                f" {CIFAR10.base_folder}/ (e.g. --data.data_dir=../shared/cifar10)"
+            ) from exc
+
+    def _have_files(self) -> bool:
+        return all((self.folder / name).is_file() for t in (True, False) for name, _ in self._files(t))
+
+    def _load(self, train: bool) -> tuple[Tensor, Tensor]:
+        self._check_files(train)
+        try:
+            ds = self._dataset_class()(str(self.data_dir), train=train, download=False)
+        except Exception as exc:
+            raise DataError(f"could not read CIFAR-10 from {self.folder}: {type(exc).__name__}: {exc}") from exc
+        self.classes = list(ds.classes)
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        return images, torch.as_tensor(ds.targets, dtype=torch.long)
+
+    def _val_count(self, n_train: int) -> int:
+        split = self.val_split
+        count = int(round(split * n_train)) if isinstance(split, float) and 0 < split < 1 else split
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count < n_train:
+            raise DataError(
+                f"val_split={split!r}: must be a number of images from 1 to {n_train - 1}"
+                f" or a fraction between 0 and 1 of the {n_train} training images"
+            )
+        return count
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            images, labels = self._load(train=True)
+            n_val = self._val_count(len(labels))
+            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
+            val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
+            self.train_set = TensorImages(images[train_idx], labels[train_idx])
+            self.val_set = TensorImages(images[val_idx], labels[val_idx])
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self.test_set = TensorImages(*self._load(train=False))
+
+    # -- batches ------------------------------------------------------------------
+
+    def _loader(self, dataset: Optional[TensorImages], train: bool) -> DataLoader:
+        if dataset is None:
+            raise DataError("the data module was not set up for this stage; call setup() first")
+        batch_size = self.batch_size if train else self.eval_batch_size
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) >= batch_size,
+            collate_fn=keep_batch,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, train=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels = batch
+        x = self.to_float(images)
+        if self.trainer is not None and self.trainer.training:
+            x = self.augmentation(x)
+        return self.standardize(x), labels
+
+    @staticmethod
+    def to_float(images: Tensor) -> Tensor:
+        return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+
+    def standardize(self, x: Tensor) -> Tensor:
+        if not self.normalize:
+            return x
+        mean = torch.tensor(CIFAR10_MEAN, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(CIFAR10_STD, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(data_dir={os.fspath(self.data_dir)!r}, batch_size={self.batch_size})"

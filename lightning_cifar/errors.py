@@ -1,0 +1,30 @@
+"""User-facing errors.
+
+Everything raised as a :class:`LightningCifarError` is a mistake the user can fix
+(a bad name, a bad value, missing files). The command line prints it as one line
+and exits with status 2 instead of showing a traceback.
+"""
+
+
+class LightningCifarError(Exception):
+    """A problem with the user's input or environment, explained in one line."""
+
+
+class UnknownBackboneError(LightningCifarError, LookupError):
+    """No backbone is registered under the requested name."""
+
+
+class BackboneLoadError(LightningCifarError):
+    """A registered backbone could not be imported, built, or did not behave."""
+
+
+class DuplicateBackboneError(LightningCifarError):
+    """Two distributions register the same backbone name."""
+
+
+class BackboneConfigError(LightningCifarError, ValueError):
+    """A backbone was given parameters it cannot be built with."""
+
+
+class DataError(LightningCifarError):
+    """The dataset is missing, corrupted, or the data settings cannot work."""

@@ -1,0 +1,154 @@
+"""Classifier: a LightningModule around any registered backbone."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, Optional
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
+
+from lightning_cifar import registry
+from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.schedules import lr_multiplier
+
+
+class Classifier(pl.LightningModule):
+    """Image classifier whose network is a registered backbone, chosen by name."""
+
+    def __init__(
+        self,
+        backbone: str = "cnn_base",
+        backbone_kwargs: Optional[dict[str, Any]] = None,
+        num_classes: int = 10,
+        optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
+        lr: float = 0.05,
+        momentum: float = 0.9,
+        nesterov: bool = True,
+        weight_decay: float = 5e-4,
+        scheduler: Literal["onecycle", "cosine", "none"] = "onecycle",
+        warmup: float = 0.2,
+        label_smoothing: float = 0.1,
+        channels_last: bool = True,
+    ) -> None:
+        """
+        Args:
+            backbone: registered backbone name (``lightning-cifar backbones`` lists them).
+            backbone_kwargs: keyword arguments for the backbone factory, e.g.
+                ``{"widths": [32, 64, 128], "kernels": [7, 5, 3]}``.
+            num_classes: number of classes (linked from the data module by the CLI).
+            optimizer: ``sgd`` (with momentum, Nesterov by default), ``adam`` or ``adamw``.
+            lr: peak learning rate.
+            momentum: SGD momentum (Adam's beta1 is left at its default).
+            nesterov: Nesterov momentum for SGD.
+            weight_decay: L2 penalty (decoupled for AdamW).
+            scheduler: ``onecycle`` (linear warm-up, linear decay to 0), ``cosine``
+                (warm-up, cosine decay to 0) or ``none``; stepped every batch.
+            warmup: fraction of all training steps spent warming up.
+            label_smoothing: cross-entropy label smoothing (0 = plain cross-entropy).
+            channels_last: keep conv activations in NHWC layout (faster on CPU and GPU).
+        """
+        super().__init__()
+        # Only the init arguments go into hparams: LightningCLI and
+        # load_from_checkpoint feed them straight back into __init__.
+        self.save_hyperparameters()
+        if lr <= 0:
+            raise LightningCifarError(f"lr={lr}: must be > 0")
+        if not 0.0 <= warmup < 1.0:
+            raise LightningCifarError(f"warmup={warmup}: must be a fraction in [0, 1)")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise LightningCifarError(f"label_smoothing={label_smoothing}: must be in [0, 1)")
+        self.backbone = registry.create(backbone, num_classes=num_classes, **(backbone_kwargs or {}))
+        self.num_params = registry.count_parameters(self.backbone)
+        if channels_last:
+            self.backbone = self.backbone.to(memory_format=torch.channels_last)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.hparams.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone(x)
+
+    def _loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(logits.float(), labels, label_smoothing=self.hparams.label_smoothing)
+
+    # -- steps --------------------------------------------------------------------
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self._loss(logits, y)
+        self.train_acc(logits.detach(), y)
+        n = y.shape[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train/acc", self.train_acc, on_step=True, on_epoch=True, batch_size=n)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return loss
+
+    def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str, metric: MulticlassAccuracy) -> None:
+        x, y = batch
+        logits = self(x)
+        metric.update(logits, y)
+        self.log(f"{stage}/loss", self._loss(logits, y), on_epoch=True, sync_dist=True, batch_size=y.shape[0])
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val", self.val_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self.val_acc.compute()
+        self.val_acc.reset()
+        self.log("val/acc", acc, prog_bar=True)
+        # TensorBoard's HPARAMS tab compares runs by hp_metric.
+        self.log("hp_metric", acc)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test", self.test_acc)
+
+    def on_test_epoch_end(self) -> None:
+        acc = self.test_acc.compute()
+        self.test_acc.reset()
+        self.log("test/acc", acc)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        probs = self(x).float().softmax(dim=1)
+        out = {"probs": probs, "preds": probs.argmax(dim=1)}
+        if y is not None:
+            out["targets"] = y
+        return out
+
+    # -- fit set-up ---------------------------------------------------------------
+
+    def on_fit_start(self) -> None:
+        if self.logger is not None:
+            self.logger.log_metrics({"model/params": float(self.num_params)}, step=0)
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        params = self.parameters()
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(
+                params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov and hp.momentum > 0,
+                weight_decay=hp.weight_decay,
+            )
+        elif hp.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            raise LightningCifarError(f"optimizer={hp.optimizer!r}: allowed values are 'sgd', 'adam', 'adamw'")
+        if hp.scheduler == "none":
+            return opt
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise LightningCifarError(
+                f"scheduler={hp.scheduler!r} needs a finite run: set --trainer.max_epochs or"
+                " --trainer.max_steps, or use --model.scheduler=none"
+            )
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(hp.scheduler, int(total), hp.warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

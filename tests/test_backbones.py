@@ -1,0 +1,105 @@
+import pytest
+import torch
+from torch import nn
+
+from lightning_cifar import registry
+from lightning_cifar.backbones import MLP, ConvPoolNet
+from lightning_cifar.errors import BackboneConfigError
+
+PRESETS = ["cnn_base", "cnn_wide", "cnn_deep", "cnn_seed", "mlp_seed", "mlp"]
+
+
+@pytest.mark.parametrize("name", PRESETS + ["convpool", "mlp_net"])
+@pytest.mark.parametrize("num_classes", [10, 7])
+def test_every_builtin_maps_images_to_logits(name, num_classes):
+    net = registry.create(name, num_classes=num_classes)
+    out = net(torch.randn(3, 3, 32, 32))
+    assert out.shape == (3, num_classes)
+    assert torch.isfinite(out).all()
+
+
+def test_builtins_are_registered_through_entry_points():
+    eps = {ep.name: ep for ep in __import__("importlib.metadata").metadata.entry_points(group=registry.GROUP)}
+    for name in PRESETS:
+        assert eps[name].dist.name == "lightning-cifar"
+
+
+def conv_layers(net):
+    return [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+
+
+def test_presets_have_falling_kernels_and_the_promised_shape():
+    base, wide, deep = (registry.create(n) for n in ("cnn_base", "cnn_wide", "cnn_deep"))
+    assert [c.kernel_size[0] for c in conv_layers(base)] == [7, 5, 3]
+    assert [c.out_channels for c in conv_layers(wide)] == [2 * c.out_channels for c in conv_layers(base)]
+    assert len(conv_layers(deep)) == 2 * len(conv_layers(base))
+    assert {c.out_channels for c in conv_layers(deep)} == {c.out_channels for c in conv_layers(base)}
+
+
+def test_seed_cnn_matches_the_notebooks_keras_model():
+    net = registry.create("cnn_seed")
+    convs = conv_layers(net)
+    assert [c.out_channels for c in convs] == [16, 32, 64, 128]
+    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) for c in convs)
+    # Keras summary in the notebook: 448 and 4640 parameters for the first two convolutions.
+    assert [sum(p.numel() for p in c.parameters()) for c in convs[:2]] == [448, 4640]
+    assert [m.p for m in net.modules() if isinstance(m, nn.Dropout)] == [0.25, 0.25, 0.5]
+    dense = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    assert [(d.in_features, d.out_features) for d in dense] == [(8 * 8 * 128, 512), (512, 10)]
+
+
+def test_seed_mlp_has_the_notebooks_parameter_count():
+    # "Total params: 404010" in the notebook's Keras summary.
+    assert registry.count_parameters(registry.create("mlp_seed")) == 404_010
+
+
+def test_rising_kernels_are_rejected():
+    with pytest.raises(BackboneConfigError, match=r"must not increase.*\[3, 5\]"):
+        ConvPoolNet(widths=[16, 32], kernels=[3, 5])
+    with pytest.raises(BackboneConfigError, match="must not increase"):
+        registry.create("cnn_base", kernels=[3, 5, 7])
+
+
+def test_equal_kernels_are_allowed():
+    assert ConvPoolNet(widths=[8, 8, 8], kernels=[3, 3, 3])(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"kernels": [4, 3, 3]}, "positive odd"),
+        ({"widths": []}, "widths is empty"),
+        ({"widths": [16, 0, 32]}, "width 0"),
+        ({"widths": [16, 32], "kernels": [5, 3, 3]}, "kernels has 3 entries"),
+        ({"blocks": 6, "kernels": [3]}, "block 6"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"pool": "median"}, "pool='median'"),
+        ({"activation": "swishy"}, "activation='swishy'"),
+    ],
+)
+def test_bad_convpool_parameters_name_the_problem(kwargs, message):
+    with pytest.raises(BackboneConfigError, match=message):
+        ConvPoolNet(**{"widths": [16, 32, 64], "kernels": [5, 3, 3], **kwargs})
+
+
+def test_width_mult_scales_every_block():
+    half = ConvPoolNet(widths=[32, 64, 128], kernels=[7, 5, 3], width_mult=0.5)
+    assert [c.out_channels for c in conv_layers(half)] == [16, 32, 64]
+
+
+def test_blocks_cuts_or_extends_the_stack():
+    two = ConvPoolNet(widths=[32, 64, 128], kernels=[7, 5, 3], blocks=2)
+    five = ConvPoolNet(widths=[32, 64, 128], kernels=[7, 5, 3], blocks=5)
+    assert [c.out_channels for c in conv_layers(two)] == [32, 64]
+    assert [(c.out_channels, c.kernel_size[0]) for c in conv_layers(five)] == [
+        (32, 7), (64, 5), (128, 3), (256, 3), (512, 3)
+    ]
+    assert five(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_mlp_options():
+    net = MLP(hidden=[64, 32], norm="layer", dropout=0.1, activation="gelu")
+    kinds = [type(m).__name__ for m in net.net]
+    assert kinds == ["Flatten", "Linear", "LayerNorm", "GELU", "Dropout", "Linear", "LayerNorm", "GELU",
+                     "Dropout", "Linear"]
+    assert MLP(hidden=[])(torch.zeros(2, 3, 32, 32)).shape == (2, 10)

@@ -1,0 +1,149 @@
+import uuid
+
+import pytest
+import torch
+from torch import nn
+
+from cifar_files import make_distribution
+from lightning_cifar import registry
+from lightning_cifar.cli import main
+from lightning_cifar.errors import (
+    BackboneConfigError,
+    BackboneLoadError,
+    DuplicateBackboneError,
+    UnknownBackboneError,
+)
+
+GOOD_NET = """
+    from torch import nn
+
+    def build(num_classes=10, hidden=16):
+        '''A plugin net for tests.'''
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+"""
+
+
+def unique(prefix):
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def plugin_site(tmp_path, monkeypatch):
+    """Install fake distributions by putting their metadata on sys.path."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+
+    def install(dist_name, entry_points, modules):
+        make_distribution(site, dist_name, entry_points, modules)
+
+    return install
+
+
+def test_available_lists_sorted_names_and_filters_with_wildcards():
+    names = registry.available()
+    assert names == sorted(names)
+    assert {"cnn_base", "cnn_wide", "cnn_deep", "cnn_seed", "mlp", "mlp_seed"} <= set(names)
+    assert registry.available("cnn_*") == ["cnn_base", "cnn_deep", "cnn_seed", "cnn_wide"]
+    assert registry.available("mlp?seed") == ["mlp_seed"]
+    assert registry.available("nothing*") == []
+
+
+def test_describe_gives_one_line():
+    text = registry.describe("cnn_seed")
+    assert "seed" in text and "\n" not in text
+
+
+def test_unknown_name_lists_available_and_close_matches():
+    with pytest.raises(UnknownBackboneError) as err:
+        registry.create("cnn_bsae")
+    message = str(err.value)
+    assert "'cnn_bsae'" in message
+    assert "Did you mean 'cnn_base'" in message
+    assert "mlp_seed" in message  # the full list of names follows
+
+
+def test_kwargs_the_backbone_does_not_take_are_named_with_the_ones_it_takes():
+    with pytest.raises(BackboneConfigError) as err:
+        registry.create("cnn_base", widht_mult=2)
+    assert "'widht_mult'" in str(err.value) and "width_mult" in str(err.value)
+
+
+def test_a_plugin_on_sys_path_is_registered_and_built(plugin_site):
+    module, name = unique("goodmod"), unique("good_net")
+    plugin_site("good-plugin", {name: f"{module}:build"}, {module: GOOD_NET})
+    assert name in registry.available()
+    assert registry.get(name).distribution == "good-plugin 0.1"
+    assert registry.describe(name) == "A plugin net for tests."
+    net = registry.create(name, num_classes=4, hidden=8)
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 4)
+
+
+def test_a_broken_plugin_is_named_and_does_not_break_the_others(plugin_site, capsys):
+    module, name = unique("brokenmod"), unique("broken_net")
+    plugin_site("broken-plugin", {name: f"{module}:build"}, {module: "raise ImportError('needs libfoo')\n"})
+    assert name in registry.available()  # listing does not import plugins
+    with pytest.raises(BackboneLoadError) as err:
+        registry.create(name)
+    message = str(err.value)
+    assert name in message and "broken-plugin 0.1" in message and "needs libfoo" in message
+    assert registry.create("cnn_base") is not None
+    with pytest.raises(SystemExit) as code:
+        main(["backbones"])
+    assert code.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    broken = [line for line in lines if line.startswith(name)]
+    assert len(broken) == 1 and "BROKEN" in broken[0] and "needs libfoo" in broken[0]
+    assert any(line.startswith("cnn_base ") and "131,370" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("def build(num_classes=10):\n    return 42\n", "returned int, not a torch.nn.Module"),
+        (
+            "from torch import nn\ndef build(num_classes=10):\n    return nn.Sequential(nn.Flatten(), nn.Linear(3072, 3))\n",
+            r"to \(2, 3\), expected \(2, 10\)",
+        ),
+        ("def build(num_classes=10):\n    raise RuntimeError('out of cheese')\n", "failed to build: RuntimeError: out of cheese"),
+        ("build = 'not callable'\n", "is not callable"),
+    ],
+)
+def test_a_misbehaving_plugin_is_reported_by_name(plugin_site, source, message):
+    module, name = unique("badmod"), unique("bad_net")
+    plugin_site("bad-plugin", {name: f"{module}:build"}, {module: source})
+    with pytest.raises(BackboneLoadError, match=message) as err:
+        registry.create(name)
+    assert name in str(err.value) and "bad-plugin 0.1" in str(err.value)
+
+
+def test_two_distributions_claiming_one_name_is_an_error_naming_both(plugin_site):
+    name = unique("dup_net")
+    first, second = unique("dupa"), unique("dupb")
+    plugin_site("first-plugin", {name: f"{first}:build"}, {first: GOOD_NET})
+    plugin_site("second-plugin", {name: f"{second}:build"}, {second: GOOD_NET})
+    with pytest.raises(DuplicateBackboneError) as err:
+        registry.create(name)
+    assert "first-plugin 0.1" in str(err.value) and "second-plugin 0.1" in str(err.value)
+    assert isinstance(registry.create("cnn_base"), nn.Module)
+
+
+def test_a_module_class_is_a_valid_entry_point(plugin_site):
+    module, name = unique("classmod"), unique("class_net")
+    source = """
+        from torch import nn
+
+        class Net(nn.Module):
+            '''A class registered directly.'''
+            def __init__(self, num_classes=10, width=4):
+                super().__init__()
+                self.conv = nn.Conv2d(3, width, 3, padding=1)
+                self.fc = nn.Linear(width, num_classes)
+
+            def forward(self, x):
+                return self.fc(self.conv(x).mean((2, 3)))
+    """
+    plugin_site("class-plugin", {name: f"{module}:Net"}, {module: source})
+    assert registry.create(name, width=6).conv.out_channels == 6
+    with pytest.raises(BackboneConfigError, match="it takes: width"):
+        registry.create(name, depth=3)
