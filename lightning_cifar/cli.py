@@ -9,10 +9,12 @@ import argparse
 import os
 import sys
 import warnings
-from typing import Callable, Optional, Sequence
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
 
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_cifar import registry
 from lightning_cifar.callbacks import PredictionsCSV
@@ -25,6 +27,9 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*
 
 PROG = "lightning-cifar"
 DEBUG_ENV = "LIGHTNING_CIFAR_DEBUG"
+LOG_DIR_NAME = "lightning_logs"
+# Lightning's own default (1000 epochs) is no sensible default for a one-cycle schedule.
+TRAINER_DEFAULTS = {"max_epochs": 10, "log_every_n_steps": 10}
 
 EXTRA_COMMANDS_HELP = f"""\
 Train, evaluate and use CIFAR-10 classifiers.
@@ -36,8 +41,45 @@ set {DEBUG_ENV}=1 to see full tracebacks for usage errors.
 """
 
 
+def find_checkpoint(alias: str, root: Path) -> Optional[Path]:
+    """The ``last`` or ``best`` checkpoint of the newest run under ``root/lightning_logs`` that has one."""
+    runs = [d for d in (root / LOG_DIR_NAME).glob("version_*/checkpoints") if d.parent.name[8:].isdigit()]
+    for ckpt_dir in sorted(runs, key=lambda d: int(d.parent.name[8:]), reverse=True):
+        if alias == "last" and (ckpt_dir / "last.ckpt").is_file():
+            return ckpt_dir / "last.ckpt"
+        if alias == "best":
+            best = [p for p in ckpt_dir.glob("*.ckpt") if not p.name.startswith("last")]
+            if best:
+                return max(best, key=lambda p: p.stat().st_mtime)
+    return None
+
+
 class CifarCLI(LightningCLI):
-    """LightningCLI with our checkpointing and prediction defaults."""
+    """LightningCLI with our checkpointing and prediction defaults.
+
+    ``--ckpt_path=last`` and ``--ckpt_path=best`` also work in a new process: they
+    name the newest run's last / best checkpoint under ``lightning_logs/``.
+    """
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        alias = config.get("ckpt_path")
+        if alias not in ("last", "best"):
+            return
+        root = Path(config["trainer"].get("default_root_dir") or ".")
+        found = find_checkpoint(alias, root)
+        if found is not None:
+            rank_zero_info(f"--ckpt_path={alias}: using {found}")
+            config["ckpt_path"] = str(found)
+        elif subcommand != "fit":  # fit with nothing to resume starts afresh, as in Lightning
+            raise LightningCifarError(
+                f"--ckpt_path={alias}: no {alias} checkpoint under {root / LOG_DIR_NAME}/version_*/checkpoints;"
+                " pass the path of a .ckpt file"
+            )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -88,6 +130,7 @@ def run_lightning_cli(argv: Optional[Sequence[str]]) -> None:
         CIFAR10DataModule,
         args=None if argv is None else list(argv),
         seed_everything_default=0,
+        trainer_defaults=TRAINER_DEFAULTS,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"prog": PROG, "description": EXTRA_COMMANDS_HELP},
     )

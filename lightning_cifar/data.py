@@ -101,6 +101,9 @@ class CIFAR10DataModule(pl.LightningDataModule):
             eval_batch_size: batch size for validation, test and prediction.
         """
         super().__init__()
+        # Stored as a string: checkpoints keep these hparams and are read with
+        # weights_only=True, which refuses pathlib objects.
+        data_dir = os.fspath(data_dir)
         self.save_hyperparameters()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if int(value) < 1:

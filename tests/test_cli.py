@@ -48,10 +48,11 @@ def test_fit_writes_tensorboard_scalars_checkpoints_and_config(trained):
     assert logged["train/loss_epoch"][-1] < logged["train/loss_epoch"][0]
 
 
-def test_test_from_checkpoint_logs_test_accuracy(trained):
+def test_test_from_the_best_checkpoint_logs_test_accuracy(trained):
     cwd, data, _ = trained
-    ckpt = cwd / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    result = run_cli(["test", *data, f"--ckpt_path={ckpt}"], cwd)
+    result = run_cli(["test", *data, "--ckpt_path=best"], cwd)
+    best = next((cwd / "lightning_logs" / "version_0" / "checkpoints").glob("epoch*.ckpt"))
+    assert f"--ckpt_path=best: using {best.relative_to(cwd)}" in result.stderr + result.stdout
     assert "test/acc" in result.stdout
     runs = sorted((cwd / "lightning_logs").iterdir(), key=lambda p: int(p.name.split("_")[1]))
     logged = scalars(runs[-1])
@@ -61,7 +62,7 @@ def test_test_from_checkpoint_logs_test_accuracy(trained):
 def test_validate_and_predict_agree_with_load_from_checkpoint(trained, tiny_cifar):
     cwd, data, _ = trained
     ckpt = cwd / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    result = run_cli(["validate", *data, f"--ckpt_path={ckpt}"], cwd)
+    result = run_cli(["validate", *data, "--ckpt_path=last"], cwd)
     assert "val/acc" in result.stdout
     out = cwd / "predictions"
     run_cli(["predict", *data, f"--ckpt_path={ckpt}", f"--predictions.output_dir={out}"], cwd)
@@ -134,6 +135,12 @@ def test_offline_default_run_says_how_to_point_at_the_data(tmp_path):
     result = run_cli(["fit"], tmp_path, env=closed, check=False)
     line = one_line_error(result)
     assert "could not download CIFAR-10" in line and "--data.data_dir" in line
+
+
+def test_checkpoint_alias_with_no_runs_is_one_line(tmp_path, tiny_cifar):
+    result = run_cli(["test", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--ckpt_path=last"], tmp_path,
+                     check=False)
+    assert "--ckpt_path=last: no last checkpoint" in one_line_error(result)
 
 
 def test_parse_errors_exit_2(tmp_path):
