@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -13,18 +10,7 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
 
-
-def write_atomically(path: Path, rows: Sequence[Sequence[Any]]) -> None:
-    """Write a CSV so that readers see the old file or the whole new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            csv.writer(f).writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from lightning_cifar.files import atomic_write_csv
 
 
 class PredictionsCSV(BasePredictionWriter):
@@ -60,7 +46,7 @@ class PredictionsCSV(BasePredictionWriter):
         if trainer.world_size > 1:
             folder = folder / f"rank{trainer.global_rank}"
         path = folder / self.filename
-        write_atomically(path, rows)
+        atomic_write_csv(path, rows)
         line = f"wrote {len(pred)} predictions to {path}"
         if targets is not None:
             line += f" (accuracy {float((pred == targets).float().mean()):.4f})"

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_info
@@ -28,14 +29,35 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*
 PROG = "lightning-cifar"
 DEBUG_ENV = "LIGHTNING_CIFAR_DEBUG"
 LOG_DIR_NAME = "lightning_logs"
-# Lightning's own default (1000 epochs) is no sensible default for a one-cycle schedule.
-TRAINER_DEFAULTS = {"max_epochs": 10, "log_every_n_steps": 10}
+
+
+def default_precision() -> str:
+    """bf16 autocast where the hardware does bf16 natively, else what runs fast there."""
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    try:
+        cpu_bf16 = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        cpu_bf16 = False
+    return "bf16-mixed" if cpu_bf16 else "32-true"
+
+
+def trainer_defaults() -> dict[str, Any]:
+    return {
+        # Lightning's own default (1000 epochs) is no sensible default for a one-cycle schedule.
+        "max_epochs": 10,
+        "log_every_n_steps": 10,
+        "precision": default_precision(),
+        "benchmark": True,  # cudnn autotuning; our input shapes never change
+    }
 
 EXTRA_COMMANDS_HELP = f"""\
 Train, evaluate and use CIFAR-10 classifiers.
 
 other commands:
   {PROG} backbones [PATTERN]   list registered backbones (shell wildcards, e.g. 'cnn_*')
+  {PROG} study -c STUDY.yaml --out DIR [--dry-run] [--shard K/N] [--report-only]
+                                 width/depth sweeps and CNN-vs-MLP comparison, with a report
 
 set {DEBUG_ENV}=1 to see full tracebacks for usage errors.
 """
@@ -81,6 +103,14 @@ class CifarCLI(LightningCLI):
                 " pass the path of a .ckpt file"
             )
 
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        extra_callbacks = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        if config.get("enable_checkpointing") is False:
+            # Our always-on checkpoint callback would make Lightning refuse the run.
+            extra_callbacks = [c for c in extra_callbacks if not isinstance(c, ModelCheckpoint)]
+        return self._instantiate_trainer(config, extra_callbacks)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -120,7 +150,13 @@ def backbones_command(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"backbones": backbones_command}
+def study_command(argv: Sequence[str]) -> int:
+    from lightning_cifar.study.command import study_command as run_study  # imports matplotlib, scipy
+
+    return run_study(argv)
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"backbones": backbones_command, "study": study_command}
 
 
 def run_lightning_cli(argv: Optional[Sequence[str]]) -> None:
@@ -130,7 +166,7 @@ def run_lightning_cli(argv: Optional[Sequence[str]]) -> None:
         CIFAR10DataModule,
         args=None if argv is None else list(argv),
         seed_everything_default=0,
-        trainer_defaults=TRAINER_DEFAULTS,
+        trainer_defaults=trainer_defaults(),
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"prog": PROG, "description": EXTRA_COMMANDS_HELP},
     )

@@ -54,7 +54,7 @@ class TensorImages(Dataset):
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         # DataLoader hands the whole batch of indices over when this method
         # exists: one gather per batch instead of one Python call per image.
-        idx = torch.as_tensor(indices)
+        idx = torch.as_tensor(indices, device=self.images.device)
         return self.images[idx], self.labels[idx]
 
 
@@ -200,6 +200,16 @@ class CIFAR10DataModule(pl.LightningDataModule):
             self.val_set = TensorImages(images[val_idx], labels[val_idx])
         if stage in (None, "test", "predict") and self.test_set is None:
             self.test_set = TensorImages(*self._load(train=False))
+        self._move_to_accelerator()
+
+    def _move_to_accelerator(self) -> None:
+        """On a GPU, keep the whole uint8 dataset there (150 MB): batches never cross the bus."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        if device is None or device.type != "cuda" or self.num_workers > 0:
+            return
+        for ds in (self.train_set, self.val_set, self.test_set):
+            if ds is not None:
+                ds.images, ds.labels = ds.images.to(device), ds.labels.to(device)
 
     # -- batches ------------------------------------------------------------------
 
@@ -215,7 +225,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
             collate_fn=keep_batch,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=torch.cuda.is_available() and dataset.images.device.type == "cpu",
         )
 
     def train_dataloader(self) -> DataLoader:

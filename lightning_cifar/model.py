@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from pytorch_lightning.utilities import rank_zero_warn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_cifar import registry
@@ -33,6 +34,8 @@ class Classifier(pl.LightningModule):
         warmup: float = 0.2,
         label_smoothing: float = 0.1,
         channels_last: bool = True,
+        tta: bool = False,
+        compile: bool = False,
     ) -> None:
         """
         Args:
@@ -50,6 +53,9 @@ class Classifier(pl.LightningModule):
             warmup: fraction of all training steps spent warming up.
             label_smoothing: cross-entropy label smoothing (0 = plain cross-entropy).
             channels_last: keep conv activations in NHWC layout (faster on CPU and GPU).
+            tta: evaluate and predict on each image and its mirror image, averaging the logits.
+            compile: run the backbone through ``torch.compile`` (falls back to eager
+                mode with a warning where compilation is unavailable).
         """
         super().__init__()
         # Only the init arguments go into hparams: LightningCLI and
@@ -65,6 +71,9 @@ class Classifier(pl.LightningModule):
         self.num_params = registry.count_parameters(self.backbone)
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
+        # Not a registered submodule: the compiled wrapper shares the backbone's
+        # weights, and checkpoints must keep the plain backbone's parameter names.
+        object.__setattr__(self, "_compiled", torch.compile(self.backbone) if compile else None)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -72,7 +81,20 @@ class Classifier(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         if self.hparams.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
+        if self._compiled is not None:
+            try:
+                return self._compiled(x)
+            except Exception as exc:  # no compiler, unsupported op, ...: eager mode still works
+                rank_zero_warn(f"torch.compile failed, continuing without it: {type(exc).__name__}: {exc}")
+                object.__setattr__(self, "_compiled", None)
         return self.backbone(x)
+
+    def predict_logits(self, x: Tensor) -> Tensor:
+        """Logits for evaluation: with ``tta``, the mean over the image and its mirror image."""
+        logits = self(x)
+        if self.hparams.tta:
+            logits = (logits + self(x.flip(3))) / 2
+        return logits
 
     def _loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         return F.cross_entropy(logits.float(), labels, label_smoothing=self.hparams.label_smoothing)
@@ -85,14 +107,17 @@ class Classifier(pl.LightningModule):
         loss = self._loss(logits, y)
         self.train_acc(logits.detach(), y)
         n = y.shape[0]
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        # Showing a per-step value in the progress bar reads it back every step:
+        # free on the CPU, a device sync on a GPU.
+        on_cpu = self.device.type == "cpu"
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=on_cpu, batch_size=n)
         self.log("train/acc", self.train_acc, on_step=True, on_epoch=True, batch_size=n)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 
     def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str, metric: MulticlassAccuracy) -> None:
         x, y = batch
-        logits = self(x)
+        logits = self.predict_logits(x)
         metric.update(logits, y)
         self.log(f"{stage}/loss", self._loss(logits, y), on_epoch=True, sync_dist=True, batch_size=y.shape[0])
 
@@ -116,7 +141,7 @@ class Classifier(pl.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
-        probs = self(x).float().softmax(dim=1)
+        probs = self.predict_logits(x).float().softmax(dim=1)
         out = {"probs": probs, "preds": probs.argmax(dim=1)}
         if y is not None:
             out["targets"] = y

@@ -6,7 +6,7 @@ from lightning_cifar import registry
 from lightning_cifar.backbones import MLP, ConvPoolNet
 from lightning_cifar.errors import BackboneConfigError
 
-PRESETS = ["cnn_base", "cnn_wide", "cnn_deep", "cnn_seed", "mlp_seed", "mlp"]
+PRESETS = ["cnn_base", "cnn_wide", "cnn_deep", "cnn_seed", "cnn_fast", "mlp_seed", "mlp"]
 
 
 @pytest.mark.parametrize("name", PRESETS + ["convpool", "mlp_net"])
@@ -103,3 +103,11 @@ def test_mlp_options():
     assert kinds == ["Flatten", "Linear", "LayerNorm", "GELU", "Dropout", "Linear", "LayerNorm", "GELU",
                      "Dropout", "Linear"]
     assert MLP(hidden=[])(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_pool_position_first_pools_after_the_first_conv_of_each_block():
+    net = ConvPoolNet(widths=[[8, 8], [16, 16]], kernels=[5, 3], pool_position="first")
+    kinds = [type(m).__name__ for m in net.features]
+    assert kinds == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Conv2d", "BatchNorm2d", "ReLU",
+                     "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Conv2d", "BatchNorm2d", "ReLU"]
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)

@@ -152,7 +152,7 @@ def test_lightning_alias_runs_the_same_cli(tmp_path):
     canonical = run_cli(["backbones", "cnn_*"], tmp_path).stdout
     alias = run_cli(["backbones", "cnn_*"], tmp_path, prog="lightning").stdout
     assert canonical == alias
-    assert [line.split()[0] for line in canonical.splitlines()] == ["cnn_base", "cnn_deep", "cnn_seed", "cnn_wide"]
+    assert [line.split()[0] for line in canonical.splitlines()] == ["cnn_base", "cnn_deep", "cnn_fast", "cnn_seed", "cnn_wide"]
     assert "131,370" in canonical
     assert subprocess.run([sys.executable, "-m", "lightning_cifar", "backbones", "mlp*"], capture_output=True,
                           text=True, cwd=tmp_path).stdout.split()[::1][0] == "mlp"

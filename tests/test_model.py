@@ -93,3 +93,14 @@ def test_unbounded_run_with_a_schedule_is_refused(tmp_path, tiny_dm):
     t = trainer(tmp_path, max_epochs=-1, limit_val_batches=0)
     with pytest.raises(LightningCifarError, match="needs a finite run"):
         t.fit(Classifier("mlp_seed"), tiny_dm)
+
+
+def test_cli_without_checkpointing_drops_its_checkpoint_callback(tiny_cifar, tmp_path):
+    from lightning_cifar.cli import CifarCLI
+
+    args = [f"--data.data_dir={tiny_cifar}", "--data.verify=false", "--trainer.enable_checkpointing=false",
+            f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"]
+    cli = CifarCLI(Classifier, CIFAR10DataModule, args=args, run=False)
+    assert cli.trainer.checkpoint_callback is None
+    cli = CifarCLI(Classifier, CIFAR10DataModule, args=args[:2] + args[3:], run=False)
+    assert cli.trainer.checkpoint_callback.monitor == "val/acc"

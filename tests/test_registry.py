@@ -44,7 +44,7 @@ def test_available_lists_sorted_names_and_filters_with_wildcards():
     names = registry.available()
     assert names == sorted(names)
     assert {"cnn_base", "cnn_wide", "cnn_deep", "cnn_seed", "mlp", "mlp_seed"} <= set(names)
-    assert registry.available("cnn_*") == ["cnn_base", "cnn_deep", "cnn_seed", "cnn_wide"]
+    assert registry.available("cnn_*") == ["cnn_base", "cnn_deep", "cnn_fast", "cnn_seed", "cnn_wide"]
     assert registry.available("mlp?seed") == ["mlp_seed"]
     assert registry.available("nothing*") == []
 

@@ -65,6 +65,7 @@ class ConvPoolNet(nn.Module):
         norm: bool = True,
         activation: str = "relu",
         pool: Literal["max", "avg"] = "max",
+        pool_position: Literal["last", "first"] = "last",
         dropout: Union[float, Sequence[float]] = 0.0,
         head: Literal["global", "flatten"] = "global",
         dense: Sequence[int] = (),
@@ -84,7 +85,10 @@ class ConvPoolNet(nn.Module):
                 more adds blocks that double the last width and reuse its kernel.
             norm: batch norm after every convolution.
             activation: ``relu``, ``gelu``, ``silu``, ``elu`` or ``leaky_relu``.
-            pool: ``max`` or ``avg`` 2x2 pooling at the end of every block.
+            pool: ``max`` or ``avg`` 2x2 pooling, once per block.
+            pool_position: pool after the block's ``last`` convolution (classic), or
+                after its ``first`` (as airbench does: the block's later convolutions
+                run at a quarter of the pixels, for about half the cost).
             dropout: dropout after each block's pooling (one number or one per block).
             head: ``global`` (global average pooling) or ``flatten`` (as in Keras).
             dense: hidden sizes of dense layers in the head, before the classifier.
@@ -100,6 +104,8 @@ class ConvPoolNet(nn.Module):
             raise BackboneConfigError(f"width_mult={width_mult}: must be > 0")
         if pool not in ("max", "avg"):
             raise BackboneConfigError(f"pool={pool!r}: allowed values are 'max', 'avg'")
+        if pool_position not in ("last", "first"):
+            raise BackboneConfigError(f"pool_position={pool_position!r}: allowed values are 'last', 'first'")
         if head not in ("global", "flatten"):
             raise BackboneConfigError(f"head={head!r}: allowed values are 'global', 'flatten'")
         widths, kernels = _resolve_blocks(widths, kernels, blocks)
@@ -126,7 +132,14 @@ class ConvPoolNet(nn.Module):
             block_widths = list(width) if isinstance(width, Sequence) else [width] * int(n_convs)
             if not block_widths:
                 raise BackboneConfigError(f"block {b}: needs at least one convolution")
-            for w in block_widths:
+            size //= 2
+            if size < 1:
+                raise BackboneConfigError(
+                    f"block {b}: a {INPUT_SIZE}x{INPUT_SIZE} input is pooled below 1x1 after"
+                    f" {b} blocks; use at most {b - 1} blocks"
+                )
+            pool_at = 0 if pool_position == "first" else len(block_widths) - 1
+            for i, w in enumerate(block_widths):
                 if int(w) < 1:
                     raise BackboneConfigError(f"block {b}: width {w} must be a positive number of filters")
                 out = max(1, round(int(w) * width_mult))
@@ -134,14 +147,9 @@ class ConvPoolNet(nn.Module):
                 if norm:
                     layers.append(nn.BatchNorm2d(out))
                 layers.append(activation_layer(activation))
+                if i == pool_at:
+                    layers.append(nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2))
                 channels = out
-            size //= 2
-            if size < 1:
-                raise BackboneConfigError(
-                    f"block {b}: a {INPUT_SIZE}x{INPUT_SIZE} input is pooled below 1x1 after"
-                    f" {b} blocks; use at most {b - 1} blocks"
-                )
-            layers.append(nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2))
             if drop > 0:
                 layers.append(nn.Dropout(drop))
         self.features = nn.Sequential(*layers)
@@ -197,4 +205,11 @@ cnn_seed = preset(
     head="flatten",
     dense=(512,),
     head_dropout=0.5,
+)
+cnn_fast = preset(
+    ConvPoolNet,
+    "Fast recipe net: 64 | 192-192 | 384-384, kernels 5-3-3, pooling after each block's first conv (airbench-style).",
+    widths=((64,), (192, 192), (384, 384)),
+    kernels=(5, 3, 3),
+    pool_position="first",
 )

@@ -1,0 +1,123 @@
+"""The study configuration: one YAML file naming the base network, the recipe, the axes and the seeds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lightning_cifar.errors import LightningCifarError
+
+SECTIONS = {"name", "base", "recipe", "axes", "baselines", "seeds"}
+RECIPE_SECTIONS = {"trainer", "model", "data"}
+# Set per run by the study itself, so a recipe may not fix them.
+RESERVED_MODEL_KEYS = {"backbone", "backbone_kwargs", "num_classes"}
+
+
+class StudyConfigError(LightningCifarError):
+    """The study file cannot be read or does not describe a study."""
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One swept parameter of the base backbone, e.g. ``width_mult`` over 0.25 .. 4."""
+
+    name: str
+    param: str
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A network compared against the CNN axes, e.g. an MLP."""
+
+    label: str
+    backbone: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    base_backbone: str
+    base_kwargs: dict[str, Any]
+    recipe: dict[str, dict[str, Any]]
+    axes: tuple[Axis, ...]
+    baselines: tuple[Baseline, ...]
+    seeds: tuple[int, ...]
+    source: str = ""
+
+
+def _require(cond: bool, message: str, source: str) -> None:
+    if not cond:
+        raise StudyConfigError(f"{source}: {message}")
+
+
+def parse_study(data: Any, source: str = "<study>") -> StudyConfig:
+    """Validate a loaded YAML document; every problem names the key and what is allowed."""
+    _require(isinstance(data, dict), "a study config is a mapping with keys " + ", ".join(sorted(SECTIONS)), source)
+    unknown = set(data) - SECTIONS
+    _require(not unknown, f"unknown key(s) {sorted(unknown)}; allowed: {sorted(SECTIONS)}", source)
+
+    base = data.get("base") or {}
+    _require(isinstance(base, dict) and isinstance(base.get("backbone"), str),
+             "'base' needs 'backbone' (a registered name) and optional 'kwargs'", source)
+    base_kwargs = base.get("kwargs") or {}
+    _require(isinstance(base_kwargs, dict), "'base.kwargs' must be a mapping", source)
+
+    recipe = data.get("recipe") or {}
+    _require(isinstance(recipe, dict) and set(recipe) <= RECIPE_SECTIONS,
+             f"'recipe' may only hold {sorted(RECIPE_SECTIONS)} (the sections of a fit config)", source)
+    recipe = {k: dict(recipe.get(k) or {}) for k in sorted(RECIPE_SECTIONS)}
+    clash = RESERVED_MODEL_KEYS & set(recipe["model"])
+    _require(not clash, f"'recipe.model' may not set {sorted(clash)}: the study sets them per run", source)
+
+    axes = []
+    for i, axis in enumerate(data.get("axes") or []):
+        _require(isinstance(axis, dict) and {"name", "param", "values"} <= set(axis),
+                 f"axes[{i}] needs 'name', 'param' and 'values'", source)
+        values = axis["values"]
+        _require(isinstance(values, list) and len(values) > 0, f"axes[{i}] ('{axis['name']}'): 'values' is empty", source)
+        _require(axis["param"] not in base_kwargs,
+                 f"axes[{i}] sweeps '{axis['param']}', which 'base.kwargs' also fixes", source)
+        axes.append(Axis(str(axis["name"]), str(axis["param"]), tuple(values)))
+    names = [a.name for a in axes]
+    _require(len(set(names)) == len(names), f"axis names must be unique, got {names}", source)
+
+    baselines = []
+    for i, b in enumerate(data.get("baselines") or []):
+        _require(isinstance(b, dict) and isinstance(b.get("backbone"), str),
+                 f"baselines[{i}] needs 'backbone' and optional 'kwargs' and 'label'", source)
+        baselines.append(Baseline(str(b.get("label", b["backbone"])), b["backbone"], dict(b.get("kwargs") or {})))
+
+    seeds = data.get("seeds")
+    _require(isinstance(seeds, list) and len(seeds) > 0 and all(isinstance(s, int) for s in seeds),
+             "'seeds' must be a non-empty list of integers", source)
+    _require(len(set(seeds)) == len(seeds), f"'seeds' has repeats: {seeds}", source)
+    _require(bool(axes) or bool(baselines), "the study has no axes and no baselines: it would make zero runs", source)
+    return StudyConfig(
+        name=str(data.get("name") or Path(source).stem),
+        base_backbone=base["backbone"],
+        base_kwargs=dict(base_kwargs),
+        recipe=recipe,
+        axes=tuple(axes),
+        baselines=tuple(baselines),
+        seeds=tuple(seeds),
+        source=source,
+    )
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise StudyConfigError(f"study config {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise StudyConfigError(f"{path}:{where}: malformed YAML: {problem}") from exc
+    return parse_study(data, str(path))
