@@ -25,7 +25,7 @@ def test_throughput_counts_the_images_after_warm_up(tmp_path, tiny_dm):
     t.fit(Classifier("mlp_seed"), tiny_dm)
     record = json.loads(out.read_text())
     assert record["images"] == 4 * 32 and record["backbone"] == "mlp_seed"
-    assert record["images_per_s"] == pytest.approx(record["images"] / record["seconds"], rel=1e-3)
+    assert record["images_per_s"] == pytest.approx(record["images"] / record["seconds"], rel=1e-2)
 
 
 def test_epoch_test_accuracy_matches_a_real_test_run(tmp_path, tiny_dm):
