@@ -51,6 +51,7 @@ def trainer_defaults() -> dict[str, Any]:
         "benchmark": True,  # cudnn autotuning; our input shapes never change
     }
 
+
 EXTRA_COMMANDS_HELP = f"""\
 Train, evaluate and use CIFAR-10 classifiers.
 

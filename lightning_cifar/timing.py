@@ -106,7 +106,10 @@ class EpochTestAccuracy(pl.Callback):
         metric = MulticlassAccuracy(dm.num_classes, average="micro").to(pl_module.device)
         was_training = pl_module.training
         pl_module.eval()
-        with trainer.precision_plugin.forward_context():
+        # A DataLoader draws a seed from the global RNG; forking keeps the training's
+        # random stream (augmentation, shuffling) exactly as in a run without this callback.
+        cuda = [pl_module.device] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), trainer.precision_plugin.forward_context():
             for images, labels in dm.test_dataloader():
                 images, labels = images.to(pl_module.device), labels.to(pl_module.device)
                 x = dm.standardize(dm.to_float(images))

@@ -60,3 +60,13 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
         out = model(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 10)
     assert set(model.state_dict()) == set(Classifier("mlp_seed").state_dict())
+
+
+def test_epoch_test_accuracy_leaves_the_training_run_unchanged(tmp_path, tiny_dm):
+    weights = []
+    for callbacks in ([], [EpochTestAccuracy()]):
+        pl.seed_everything(5)
+        model = Classifier("cnn_base")
+        trainer(tmp_path, callbacks, max_epochs=2, limit_val_batches=1).fit(model, tiny_dm)
+        weights.append(model.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -315,6 +315,7 @@ def plot_curves(axes: dict[str, list[Config]], path: Path) -> None:
             ax.plot(range(1, n + 1), avg, marker=".", label=str(c.value))
         ax.set_title(f"{axis}: validation accuracy")
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel("val accuracy (%), mean of seeds")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, title=axis_param(cfgs) or axis, title_fontsize=7)
