@@ -116,6 +116,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
         self.val_split, self.num_workers, self.seed = val_split, num_workers, seed
         self.normalize, self.download, self.verify = normalize, download, verify
         self.classes: list[str] = []
+        self._stats: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
         self.train_set: Optional[TensorImages] = None
         self.val_set: Optional[TensorImages] = None
         self.test_set: Optional[TensorImages] = None
@@ -254,8 +255,14 @@ class CIFAR10DataModule(pl.LightningDataModule):
     def standardize(self, x: Tensor) -> Tensor:
         if not self.normalize:
             return x
-        mean = torch.tensor(CIFAR10_MEAN, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(CIFAR10_STD, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        key = (x.device, x.dtype)
+        if key not in self._stats:
+            # Built once per device: a fresh tensor per batch would be a host-to-device copy every step.
+            self._stats[key] = (
+                torch.tensor(CIFAR10_MEAN, device=x.device, dtype=x.dtype).view(1, -1, 1, 1),
+                torch.tensor(CIFAR10_STD, device=x.device, dtype=x.dtype).view(1, -1, 1, 1),
+            )
+        mean, std = self._stats[key]
         return (x - mean) / std
 
     def __repr__(self) -> str:

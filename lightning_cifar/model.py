@@ -96,7 +96,8 @@ class Classifier(pl.LightningModule):
             logits = (logits + self(x.flip(3))) / 2
         return logits
 
-    def _loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Cross-entropy (with the configured label smoothing), computed in fp32."""
         return F.cross_entropy(logits.float(), labels, label_smoothing=self.hparams.label_smoothing)
 
     # -- steps --------------------------------------------------------------------
@@ -104,7 +105,7 @@ class Classifier(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         logits = self(x)
-        loss = self._loss(logits, y)
+        loss = self.loss(logits, y)
         self.train_acc(logits.detach(), y)
         n = y.shape[0]
         # Showing a per-step value in the progress bar reads it back every step:
@@ -119,7 +120,7 @@ class Classifier(pl.LightningModule):
         x, y = batch
         logits = self.predict_logits(x)
         metric.update(logits, y)
-        self.log(f"{stage}/loss", self._loss(logits, y), on_epoch=True, sync_dist=True, batch_size=y.shape[0])
+        self.log(f"{stage}/loss", self.loss(logits, y), on_epoch=True, sync_dist=True, batch_size=y.shape[0])
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val", self.val_acc)

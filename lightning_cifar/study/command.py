@@ -61,7 +61,7 @@ def probe_images_per_s(run: Run, steps: int = 3) -> float:
 
     def step() -> None:
         with autocast:
-            loss = model._loss(model(x), y)
+            loss = model.loss(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
