@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -52,3 +53,10 @@ def run_cli(args: list[str], cwd: Path, prog: str = "lightning-cifar", env: dict
             f"\nstderr:\n{result.stderr[-5000:]}"
         )
     return result
+
+
+def scalars(log_dir: Path) -> dict[str, list[float]]:
+    """Every scalar series in a TensorBoard log folder, read back from the event files."""
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()
+    return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}

@@ -8,16 +8,9 @@ import sys
 import pytest
 import torch
 import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import REPO, TINY_DATA_ARGS, run_cli
+from conftest import REPO, TINY_DATA_ARGS, run_cli, scalars
 from lightning_cifar import CIFAR10DataModule, Classifier
-
-
-def scalars(log_dir):
-    acc = EventAccumulator(str(log_dir))
-    acc.Reload()
-    return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from conftest import run_cli, script
+from conftest import run_cli, scalars, script
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.study.config import StudyConfigError, load_study, parse_study
 from lightning_cifar.study.plan import BASELINE_AXIS, expand, parse_shard, shard
@@ -178,7 +178,11 @@ def test_study_runs_resumes_and_reports(tmp_path, tiny_cifar):
     assert all(0.0 <= float(r["test_acc"]) <= 1.0 and int(r["params"]) > 0 for r in rows.values())
     for name in ("report.md", "summary.csv", "width.png", "depth.png", "cnn_vs_mlp.png", "curves.png"):
         assert (out / name).is_file(), name
-    assert any((out / "tensorboard").rglob("events.out.tfevents.*"))
+    for run_id, row in rows.items():  # the curve holds every epoch's val/acc, as logged
+        curve = json.loads(row["val_acc_curve"])
+        logged = scalars(out / "tensorboard" / run_id)["val/acc"]
+        assert len(curve) == int(row["epochs"]) == len(logged), run_id
+        assert curve == pytest.approx(logged, abs=1e-5) and float(row["best_val_acc"]) == max(curve)
     stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")}
 
     again = run_cli(["study", "-c", str(config), "--out", str(out)], tmp_path).stdout

@@ -56,7 +56,9 @@ class ValCurve(pl.Callback):
     def __init__(self) -> None:
         self.values: list[float] = []
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    # Not on_validation_epoch_end: callbacks run before the module's hook, which logs val/acc,
+    # so they would read the previous epoch's value.
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking and "val/acc" in trainer.callback_metrics:
             self.values.append(round(float(trainer.callback_metrics["val/acc"]), 5))
 
