@@ -7,7 +7,7 @@ from typing import Any, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_cifar.files import atomic_write_csv
@@ -34,6 +34,11 @@ class PredictionsCSV(BasePredictionWriter):
         probs = torch.cat([b["probs"] for b in batches]).cpu()
         targets = torch.cat([b["targets"] for b in batches]).cpu() if "targets" in batches[0] else None
         classes = _class_names(trainer, probs.shape[1])
+        files = list(getattr(trainer.datamodule, "predict_files", None) or [])
+        if files and len(files) == len(probs) and trainer.world_size == 1:
+            skipped = list(getattr(trainer.datamodule, "predict_skipped", None) or [])
+            self._write_folder_predictions(trainer, files, probs, classes, skipped)
+            return
         conf, pred = probs.max(dim=1)
         header = ["index", "pred", "pred_class", "prob"] + (["target", "target_class"] if targets is not None else [])
         rows: list[list[Any]] = [header]
@@ -42,10 +47,7 @@ class PredictionsCSV(BasePredictionWriter):
             if targets is not None:
                 row += [int(targets[i]), classes[int(targets[i])]]
             rows.append(row)
-        folder = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
-        if trainer.world_size > 1:
-            folder = folder / f"rank{trainer.global_rank}"
-        path = folder / self.filename
+        path = self._path(trainer)
         atomic_write_csv(path, rows)
         line = f"wrote {len(pred)} predictions to {path}"
         if targets is not None:
@@ -53,6 +55,59 @@ class PredictionsCSV(BasePredictionWriter):
         rank_zero_info(line)
 
 
+    def _path(self, trainer: pl.Trainer) -> Path:
+        folder = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
+        if trainer.world_size > 1:
+            folder = folder / f"rank{trainer.global_rank}"
+        return folder / self.filename
+
+    def _write_folder_predictions(self, trainer: pl.Trainer, files: list[str], probs: torch.Tensor,
+                                  classes: list[str], skipped: list[tuple[str, str]]) -> None:
+        """One row per image file: top-1 class and probability, the top 3; unreadable files with the reason."""
+        top_p, top_i = probs.topk(min(3, probs.shape[1]), dim=1)
+        rows: list[list[Any]] = [["file", "pred_class", "prob", "top3", "error"]]
+        for name, p, i in zip(files, top_p.tolist(), top_i.tolist()):
+            top3 = "; ".join(f"{classes[c]} {q:.3f}" for c, q in zip(i, p))
+            rows.append([name, classes[i[0]], f"{p[0]:.6f}", top3, ""])
+        rows += [[name, "", "", "", why] for name, why in skipped]
+        path = self._path(trainer)
+        atomic_write_csv(path, rows)
+        shown = rows[1:21]
+        width = max(len(r[0]) for r in shown)
+        lines = [f"{'file':<{width}}  {'class':<10}  {'prob':>5}  top 3"]
+        lines += [f"{r[0]:<{width}}  {r[1]:<10}  {float(r[2]):5.3f}  {r[3]}" for r in shown if not r[4]]
+        if len(files) > 20:
+            lines.append(f"... and {len(files) - 20} more")
+        lines += [f"skipped {name}: {why}" for name, why in skipped]
+        lines.append(f"wrote {len(files)} predictions ({len(skipped)} files skipped) to {path}")
+        rank_zero_info("\n".join(lines))
+
+
 def _class_names(trainer: pl.Trainer, n: int) -> list[str]:
     classes = list(getattr(trainer.datamodule, "classes", None) or [])
     return classes if len(classes) == n else [str(i) for i in range(n)]
+
+
+class LatestCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose ``last.ckpt`` follows every validation, improved or not.
+
+    Lightning's own ``save_last=True`` rewrites ``last.ckpt`` only when a top-k checkpoint
+    is saved, so after epochs without a new best a killed run would resume from the last
+    improvement and redo (or lose) everything since.
+    """
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._refresh_last(trainer, at_train_epoch_end=False)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._refresh_last(trainer, at_train_epoch_end=True)
+
+    def _refresh_last(self, trainer: pl.Trainer, at_train_epoch_end: bool) -> None:
+        if (
+            self.save_last
+            and self._should_save_on_train_epoch_end(trainer) == at_train_epoch_end
+            and not self._should_skip_saving_checkpoint(trainer)  # also: already saved at this step
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

@@ -9,26 +9,67 @@ device the batch was moved to (``on_after_batch_transfer``).
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
+
+import numpy as np
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets import CIFAR10
+from torchvision.datasets import CIFAR10, VisionDataset
 from torchvision.datasets.utils import check_integrity
 
+from lightning_cifar import safe_pickle
 from lightning_cifar.augment import get_augmentation
 from lightning_cifar.errors import DataError
+from lightning_cifar.image_folder import load_image_folder
 
+# The official label_names of batches.meta, for when the dataset is not loaded (predicting a folder).
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 TRAIN_SIZE = 50_000
 
 
-class UnverifiedCIFAR10(CIFAR10):
-    """torchvision's CIFAR10 with the MD5 checks switched off.
+class SafeCIFAR10(CIFAR10):
+    """torchvision's CIFAR10 (download, MD5 checks, classes) reading its pickles with
+    :mod:`lightning_cifar.safe_pickle`, so that a batch file can never run code."""
+
+    def __init__(self, root: Union[str, Path], train: bool = True, download: bool = False) -> None:
+        VisionDataset.__init__(self, root)
+        self.train = train
+        if download:
+            self.download()
+        if not self._check_integrity():
+            raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
+        images, self.targets = [], []
+        for name, _ in self.train_list if train else self.test_list:
+            data, labels = self._read(name, safe_pickle.load_batch)
+            images.append(data)
+            self.targets.extend(labels)
+        self.data = np.vstack(images).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))  # HWC, as torchvision
+        self._load_meta()
+
+    def _load_meta(self) -> None:
+        name = self.meta["filename"]
+        if not check_integrity(os.path.join(self.root, self.base_folder, name), self.meta["md5"]):
+            raise RuntimeError("Dataset metadata file not found or corrupted. You can use download=True to download it")
+        self.classes = self._read(name, safe_pickle.load_class_names)
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+    def _read(self, name: str, reader: Callable[[Path], Any]) -> Any:
+        path = Path(self.root) / self.base_folder / name
+        try:
+            return reader(path)
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, MemoryError) as exc:
+            raise DataError(f"CIFAR-10 file {path} is not a valid batch file: {exc}") from exc
+
+
+class UnverifiedCIFAR10(SafeCIFAR10):
+    """:class:`SafeCIFAR10` with the MD5 checks switched off.
 
     For files in the official format that are not the official files: a small
     test set, a re-packed copy. torchvision skips a check whose checksum is ``None``.
@@ -80,6 +121,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
         download: bool = True,
         verify: bool = True,
         eval_batch_size: int = 1000,
+        predict_dir: Optional[str] = None,
     ) -> None:
         """
         Args:
@@ -99,6 +141,9 @@ class CIFAR10DataModule(pl.LightningDataModule):
             verify: check the files against torchvision's official MD5 sums. Turn off
                 only for files in the official format that are not the official ones.
             eval_batch_size: batch size for validation, test and prediction.
+            predict_dir: a folder of PNG/JPEG images for ``predict`` (any size and
+                colour mode: converted to RGB, shorter side resized to 32 px, centre
+                cropped to 32x32); unset, ``predict`` classifies the CIFAR-10 test set.
         """
         super().__init__()
         # Stored as a string: checkpoints keep these hparams and are read with
@@ -115,11 +160,15 @@ class CIFAR10DataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.val_split, self.num_workers, self.seed = val_split, num_workers, seed
         self.normalize, self.download, self.verify = normalize, download, verify
-        self.classes: list[str] = []
+        self.predict_dir = predict_dir
+        self.classes: list[str] = list(CIFAR10_CLASSES)
+        self.predict_files: list[str] = []
+        self.predict_skipped: list[tuple[str, str]] = []
         self._stats: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
         self.train_set: Optional[TensorImages] = None
         self.val_set: Optional[TensorImages] = None
         self.test_set: Optional[TensorImages] = None
+        self.predict_set: Optional[TensorImages] = None
 
     # -- loading ------------------------------------------------------------------
 
@@ -128,7 +177,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
         return self.data_dir / CIFAR10.base_folder
 
     def _dataset_class(self) -> type[CIFAR10]:
-        return CIFAR10 if self.verify else UnverifiedCIFAR10
+        return SafeCIFAR10 if self.verify else UnverifiedCIFAR10
 
     def _files(self, train: bool) -> list[tuple[str, Optional[str]]]:
         listed = CIFAR10.train_list if train else CIFAR10.test_list
@@ -155,8 +204,11 @@ class CIFAR10DataModule(pl.LightningDataModule):
                     " files in the official format that are not the official ones"
                 )
 
+    def _predicting_a_folder(self) -> bool:
+        return self.predict_dir is not None and self.trainer is not None and self.trainer.state.fn == "predict"
+
     def prepare_data(self) -> None:
-        if not self.download or self._have_files():
+        if not self.download or self._have_files() or self._predicting_a_folder():
             return
         try:
             for train in (True, False):
@@ -175,6 +227,8 @@ class CIFAR10DataModule(pl.LightningDataModule):
         self._check_files(train)
         try:
             ds = self._dataset_class()(str(self.data_dir), train=train, download=False)
+        except DataError:
+            raise
         except Exception as exc:
             raise DataError(f"could not read CIFAR-10 from {self.folder}: {type(exc).__name__}: {exc}") from exc
         self.classes = list(ds.classes)
@@ -199,7 +253,13 @@ class CIFAR10DataModule(pl.LightningDataModule):
             val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
             self.train_set = TensorImages(images[train_idx], labels[train_idx])
             self.val_set = TensorImages(images[val_idx], labels[val_idx])
-        if stage in (None, "test", "predict") and self.test_set is None:
+        if stage == "predict" and self.predict_dir is not None:
+            if self.predict_set is None:
+                found = load_image_folder(Path(self.predict_dir))
+                unlabelled = torch.full((len(found.files),), -1, dtype=torch.long)
+                self.predict_set = TensorImages(found.images, unlabelled)
+                self.predict_files, self.predict_skipped = found.files, found.skipped
+        elif stage in (None, "test", "predict") and self.test_set is None:
             self.test_set = TensorImages(*self._load(train=False))
         self._move_to_accelerator()
 
@@ -208,7 +268,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
         device = self.trainer.strategy.root_device if self.trainer is not None else None
         if device is None or device.type != "cuda" or self.num_workers > 0:
             return
-        for ds in (self.train_set, self.val_set, self.test_set):
+        for ds in (self.train_set, self.val_set, self.test_set, self.predict_set):
             if ds is not None:
                 ds.images, ds.labels = ds.images.to(device), ds.labels.to(device)
 
@@ -239,7 +299,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
         return self._loader(self.test_set, train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, train=False)
+        return self._loader(self.predict_set if self.predict_dir is not None else self.test_set, train=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch

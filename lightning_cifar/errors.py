@@ -2,12 +2,20 @@
 
 Everything raised as a :class:`LightningCifarError` is a mistake the user can fix
 (a bad name, a bad value, missing files). The command line prints it as one line
-and exits with status 2 instead of showing a traceback.
+and exits with its ``exit_code`` (2 for usage errors) instead of showing a traceback.
 """
 
 
 class LightningCifarError(Exception):
     """A problem with the user's input or environment, explained in one line."""
+
+    exit_code = 2  # a usage error, as argparse reports them
+
+
+class TrainingDivergedError(LightningCifarError):
+    """The training loss stopped being a finite number."""
+
+    exit_code = 1
 
 
 class UnknownBackboneError(LightningCifarError, LookupError):

@@ -12,8 +12,9 @@ from torch import Tensor
 from pytorch_lightning.utilities import rank_zero_warn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_cifar import registry
+from lightning_cifar import registry, rng_state
 from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.loss_guard import NonFiniteLossGuard
 from lightning_cifar.schedules import lr_multiplier
 
 
@@ -77,6 +78,7 @@ class Classifier(pl.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.loss_guard = NonFiniteLossGuard()
 
     def forward(self, x: Tensor) -> Tensor:
         if self.hparams.channels_last and x.dim() == 4:
@@ -113,14 +115,18 @@ class Classifier(pl.LightningModule):
         on_cpu = self.device.type == "cpu"
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=on_cpu, batch_size=n)
         self.log("train/acc", self.train_acc, on_step=True, on_epoch=True, batch_size=n)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        lr = self.optimizers().param_groups[0]["lr"]
+        self.log("train/lr", lr, on_step=True, on_epoch=False)
+        last = batch_idx + 1 == self.trainer.num_training_batches
+        self.loss_guard.observe(loss, self.global_step, self.current_epoch, self.hparams.lr, last_batch=last)
         return loss
 
-    def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str, metric: MulticlassAccuracy) -> None:
+    def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str, metric: MulticlassAccuracy) -> Tensor:
         x, y = batch
         logits = self.predict_logits(x)
         metric.update(logits, y)
         self.log(f"{stage}/loss", self.loss(logits, y), on_epoch=True, sync_dist=True, batch_size=y.shape[0])
+        return logits
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val", self.val_acc)
@@ -132,8 +138,9 @@ class Classifier(pl.LightningModule):
         # TensorBoard's HPARAMS tab compares runs by hp_metric.
         self.log("hp_metric", acc)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test", self.test_acc)
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        # The logits reach callbacks (the classification report) through on_test_batch_end.
+        return self._eval_step(batch, "test", self.test_acc)
 
     def on_test_epoch_end(self) -> None:
         acc = self.test_acc.compute()
@@ -144,9 +151,19 @@ class Classifier(pl.LightningModule):
         x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
         probs = self.predict_logits(x).float().softmax(dim=1)
         out = {"probs": probs, "preds": probs.argmax(dim=1)}
-        if y is not None:
+        if y is not None and bool((y >= 0).all()):  # images from a folder come labelled -1
             out["targets"] = y
         return out
+
+    # -- checkpoints ----------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[rng_state.KEY] = rng_state.collect()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Only when resuming a fit: testing or loading weights should not reseed anything.
+        if rng_state.KEY in checkpoint and self._trainer is not None and self.trainer.state.fn == "fit":
+            rng_state.restore(checkpoint[rng_state.KEY])
 
     # -- fit set-up ---------------------------------------------------------------
 

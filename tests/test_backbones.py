@@ -70,6 +70,7 @@ def test_equal_kernels_are_allowed():
         ({"kernels": [4, 3, 3]}, "positive odd"),
         ({"widths": []}, "widths is empty"),
         ({"widths": [16, 0, 32]}, "width 0"),
+        ({"widths": [16, -8, 32]}, "width -8"),
         ({"widths": [16, 32], "kernels": [5, 3, 3]}, "kernels has 3 entries"),
         ({"blocks": 6, "kernels": [3]}, "block 6"),
         ({"dropout": 1.0}, "dropout"),

@@ -94,9 +94,9 @@ def test_shipped_configs_parse(config, tmp_path):
     assert yaml.safe_load(result.stdout)["model"]["backbone"]
 
 
-def one_line_error(result):
+def one_line_error(result, exit_code=2):
     """The error is one line, the last one, after at most Lightning's own info lines; no traceback."""
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == exit_code, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if "error" in line.lower()]
     assert "Traceback" not in result.stderr and len(errors) == 1 and errors[0] == lines[-1], result.stderr

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from lightning_cifar.config_files import read_yaml
 from lightning_cifar.errors import LightningCifarError
 
 SECTIONS = {"name", "base", "recipe", "axes", "baselines", "seeds"}
@@ -110,14 +110,4 @@ def parse_study(data: Any, source: str = "<study>") -> StudyConfig:
 
 
 def load_study(path: str | Path) -> StudyConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise StudyConfigError(f"study config {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise StudyConfigError(f"{path}:{where}: malformed YAML: {problem}") from exc
-    return parse_study(data, str(path))
+    return parse_study(read_yaml(path, "study config", StudyConfigError), str(path))

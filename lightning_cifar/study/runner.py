@@ -25,23 +25,12 @@ from lightning_cifar.files import atomic_write_csv, atomic_write_json
 from lightning_cifar.model import Classifier
 from lightning_cifar.study.config import StudyConfig
 from lightning_cifar.study.plan import Run
+from lightning_cifar.summary import forward_flops
 
 RESULT_COLUMNS = [
     "axis", "value", "run_id", "config_key", "backbone", "kwargs", "seed", "params", "flops_per_image",
     "epochs", "train_time_s", "images_per_s", "best_val_acc", "test_acc", "test_loss", "val_acc_curve",
 ]
-
-
-def forward_flops(module: torch.nn.Module) -> int:
-    """FLOPs of one image's forward pass, counted by torch's FLOP counter."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    was_training = module.training
-    module.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(torch.zeros(1, 3, 32, 32))
-    module.train(was_training)
-    return int(counter.get_total_flops())
 
 
 def describe_network(run: Run) -> tuple[int, int]:

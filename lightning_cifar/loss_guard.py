@@ -1,0 +1,43 @@
+"""Stop a run whose loss has become NaN or infinite, instead of training on garbage for hours."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from lightning_cifar.errors import TrainingDivergedError
+
+# On a GPU, reading the loss back every step would stall the pipeline; the first bad
+# step is recorded on the device and read back only every so many steps.
+GPU_CHECK_EVERY = 25
+
+
+class NonFiniteLossGuard:
+    """Remembers the first step whose loss was not finite; raises once it is read back."""
+
+    def __init__(self) -> None:
+        self._first_bad: Optional[Tensor] = None  # global step, -1 while all losses were finite
+        self._bad_value: Optional[Tensor] = None
+
+    def observe(self, loss: Tensor, step: int, epoch: int, lr: float, last_batch: bool = False) -> None:
+        loss = loss.detach().float()
+        if self._first_bad is None or self._first_bad.device != loss.device:
+            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._bad_value = torch.zeros((), device=loss.device)
+        newly_bad = ~torch.isfinite(loss) & (self._first_bad < 0)
+        self._first_bad = torch.where(newly_bad, step, self._first_bad)
+        self._bad_value = torch.where(newly_bad, loss, self._bad_value)
+        if loss.device.type == "cpu" or last_batch or step % GPU_CHECK_EVERY == 0:
+            self.check(epoch, lr)
+
+    def check(self, epoch: int, lr: float) -> None:
+        if self._first_bad is None or int(self._first_bad) < 0:
+            return
+        raise TrainingDivergedError(
+            f"training loss became {float(self._bad_value)} at global step {int(self._first_bad)} (epoch {epoch});"
+            f" stopped. Likely causes: a learning rate too high for this network (--model.lr={lr:g}; try a tenth of it),"
+            " no normalisation layers in a deep network, or corrupted input data. The last checkpoint saved"
+            " before this step is kept"
+        )

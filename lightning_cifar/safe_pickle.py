@@ -1,0 +1,82 @@
+"""Reading the CIFAR-10 batch files without letting them run code.
+
+The official files are Python pickles, and unpickling can call any importable
+function. The MD5 check guards the official files; files loaded with the check
+switched off (test sets, re-packed copies) are guarded only by this module: the
+unpickler resolves nothing but the few globals the official files use, so a
+crafted file is refused before any of its code runs.
+"""
+
+from __future__ import annotations
+
+import codecs
+import pickle
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+try:  # numpy 2 moved the module; pickles written by numpy 1 still name the old one
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # pragma: no cover - numpy 1
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    # Python 3 writes bytes into protocol-2 pickles as _codecs.encode(text, "latin1").
+    if not isinstance(text, str) or codecs.lookup(encoding).name != "iso8859-1":
+        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}) is not latin-1 text")
+    return text.encode("latin1")
+
+
+ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only :data:`ALLOWED_GLOBALS`."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refuses to load {module}.{name}: CIFAR-10 batch files hold only dicts, lists, strings,"
+                " numbers and uint8 numpy arrays"
+            ) from None
+
+
+def load(path: Path) -> Any:
+    """Unpickle ``path`` with :class:`RestrictedUnpickler` (latin-1, as the Python 2 originals need)."""
+    with open(path, "rb") as f:
+        return RestrictedUnpickler(f, encoding="latin1").load()
+
+
+def load_batch(path: Path) -> tuple[np.ndarray, list[int]]:
+    """Images (N x 3072 uint8) and labels of one data/test batch file, checked for shape and range."""
+    entry = load(path)
+    if not isinstance(entry, dict) or "data" not in entry or "labels" not in entry:
+        raise pickle.UnpicklingError("not a CIFAR-10 batch: expected a dict with 'data' and 'labels'")
+    data, labels = entry["data"], entry["labels"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        shape = getattr(data, "shape", None)
+        raise pickle.UnpicklingError(f"'data' must be a uint8 array of N x 3072 pixels, got {type(data).__name__} {shape}")
+    if not isinstance(labels, list) or len(labels) != len(data):
+        raise pickle.UnpicklingError(f"'labels' must be a list of {len(data)} class indices")
+    if not all(isinstance(label, int) and 0 <= label < 10 for label in labels):
+        raise pickle.UnpicklingError("'labels' must hold class indices from 0 to 9")
+    return data, labels
+
+
+def load_class_names(path: Path) -> list[str]:
+    """The ``label_names`` of ``batches.meta``."""
+    meta = load(path)
+    names = meta.get("label_names") if isinstance(meta, dict) else None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise pickle.UnpicklingError("not CIFAR-10 metadata: expected a dict with a list of 'label_names'")
+    return names

@@ -1,0 +1,32 @@
+"""Callbacks the reliability tests inject into real CLI runs through --trainer.callbacks."""
+
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+
+class HangAt(pl.Callback):
+    """After batch ``batch`` of epoch ``epoch``: write ``marker``, then stall, waiting to be killed."""
+
+    def __init__(self, epoch: int, batch: int, marker: str) -> None:
+        self.epoch, self.batch, self.marker = epoch, batch, marker
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            Path(self.marker).write_text(str(trainer.global_step))
+            time.sleep(600)
+
+
+class PoisonWeightsAt(pl.Callback):
+    """At the start of epoch ``epoch``, set one weight to infinity, as a diverging run would."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            with torch.no_grad():
+                weight = next(pl_module.parameters())
+                weight[(0,) * weight.dim()] = float("inf")

@@ -1,0 +1,151 @@
+"""Batch files and checkpoints that could run code are refused before they can."""
+
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torchvision.datasets import CIFAR10
+
+from conftest import TINY_DATA_ARGS, run_cli
+from lightning_cifar import CIFAR10DataModule
+from lightning_cifar.data import UnverifiedCIFAR10
+from lightning_cifar.errors import DataError
+from test_cli import one_line_error
+
+
+class TorchvisionUnverified(CIFAR10):
+    """torchvision's own loader (plain pickle), as the reference for what the files hold."""
+
+    train_list = [[name, None] for name, _ in CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in CIFAR10.test_list]
+    meta = {**CIFAR10.meta, "md5": None}
+
+
+class Payload:
+    """Unpickling this calls exec(): the file named by ``marker`` appears if the code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+@pytest.fixture
+def data_copy(tmp_path, tiny_cifar):
+    shutil.copytree(tiny_cifar, tmp_path / "data")
+    return tmp_path / "data"
+
+
+def batch_file(root, name):
+    return root / "cifar-10-batches-py" / name
+
+
+def load(root, train=True):
+    dm = CIFAR10DataModule(root, verify=False, download=False, val_split=40)
+    dm.setup("fit" if train else "test")
+    return dm
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_the_restricted_loader_reads_what_torchvision_reads(tiny_cifar, train):
+    ours, reference = UnverifiedCIFAR10(tiny_cifar, train=train), TorchvisionUnverified(tiny_cifar, train=train)
+    assert np.array_equal(ours.data, reference.data) and ours.targets == reference.targets
+    assert ours.classes == reference.classes and ours.class_to_idx == reference.class_to_idx
+
+
+def test_files_written_by_numpy_1_load_too(data_copy, tiny_cifar):
+    # numpy 1 names the array reconstructor numpy.core.multiarray (so do the official files); numpy 2 numpy._core.
+    path = batch_file(data_copy, "data_batch_1")
+    raw = path.read_bytes()
+    assert raw.count(b"numpy._core.multiarray\n") == 1 and b"_codecs\nencode" in raw
+    path.write_bytes(raw.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n"))
+    assert np.array_equal(UnverifiedCIFAR10(data_copy).data, UnverifiedCIFAR10(tiny_cifar).data)
+
+
+@pytest.mark.parametrize("name", ["data_batch_1", "test_batch", "batches.meta"])
+def test_a_crafted_batch_file_is_refused_and_its_code_never_runs(data_copy, tmp_path, name):
+    marker = tmp_path / "pwned"
+    entry = {"data": Payload(marker), "labels": [0]} if name != "batches.meta" else {"label_names": Payload(marker)}
+    batch_file(data_copy, name).write_bytes(pickle.dumps(entry, protocol=2))
+
+    with pytest.raises(DataError, match=rf"{name} is not a valid batch file: refuses to load (__builtin__|builtins).exec"):
+        load(data_copy, train=name != "test_batch")
+    assert not marker.exists()
+
+    # The file is a real exploit: plain pickle runs its code.
+    with open(batch_file(data_copy, name), "rb") as f:
+        pickle.load(f)
+    assert marker.exists()
+
+
+def test_a_crafted_batch_file_stops_the_cli_with_one_line(data_copy, tmp_path):
+    marker = tmp_path / "pwned"
+    batch_file(data_copy, "data_batch_3").write_bytes(pickle.dumps({"data": Payload(marker), "labels": []}, protocol=2))
+    result = run_cli(["fit", f"--data.data_dir={data_copy}", *TINY_DATA_ARGS], tmp_path, check=False)
+    line = one_line_error(result)
+    assert result.returncode == 2 and "data_batch_3 is not a valid batch file" in line
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda raw: raw[: len(raw) // 2], "data_batch_2 is not a valid batch file: .*truncated"),
+        (lambda raw: b"", "data_batch_2 is not a valid batch file: Ran out of input"),
+        (lambda raw: b"\x00garbage" * 10, "data_batch_2 is not a valid batch file"),
+    ],
+)
+def test_truncated_or_garbled_files_name_the_file_when_unverified(data_copy, damage, message):
+    path = batch_file(data_copy, "data_batch_2")
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DataError, match=message):
+        load(data_copy)
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"data": np.zeros((4, 3072), np.float32), "labels": [0] * 4}, "uint8 array of N x 3072"),
+        ({"data": np.zeros((4, 100), np.uint8), "labels": [0] * 4}, "uint8 array of N x 3072"),
+        ({"data": np.zeros((4, 3072), np.uint8), "labels": [0, 1]}, "list of 4 class indices"),
+        ({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 10]}, "from 0 to 9"),
+        ([1, 2, 3], "expected a dict with 'data' and 'labels'"),
+    ],
+)
+def test_batch_files_with_the_wrong_content_are_named(data_copy, entry, message):
+    batch_file(data_copy, "data_batch_4").write_bytes(pickle.dumps(entry, protocol=2))
+    with pytest.raises(DataError, match=f"data_batch_4 is not a valid batch file: .*{message}"):
+        load(data_copy)
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+
+
+def crafted_checkpoint(path, marker):
+    """A file torch.load(weights_only=False) would execute: a real checkpoint layout plus a payload."""
+    torch.save({"state_dict": {}, "pytorch-lightning_version": "2.6.0", "evil": Payload(marker)}, path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["test", "validate", "predict", "fit"])
+def test_a_crafted_checkpoint_is_refused_before_it_runs(tmp_path, tiny_cifar, command):
+    marker = tmp_path / "pwned"
+    ckpt = crafted_checkpoint(tmp_path / "evil.ckpt", marker)
+    result = run_cli([command, f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, f"--ckpt_path={ckpt}"], tmp_path,
+                     check=False)
+    line = one_line_error(result)
+    assert result.returncode == 2 and "evil.ckpt" in line and "weights_only" in line and "holds exec" in line
+    assert not marker.exists()
+    with pytest.raises(Exception):
+        torch.load(ckpt, weights_only=True)
+    torch.load(ckpt, weights_only=False)  # the exploit is real
+    assert marker.exists()
+
+
+def test_a_missing_checkpoint_path_is_one_line(tmp_path, tiny_cifar):
+    result = run_cli(["test", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--ckpt_path=nope.ckpt"], tmp_path,
+                     check=False)
+    assert "--ckpt_path=nope.ckpt: no such file" in one_line_error(result)
