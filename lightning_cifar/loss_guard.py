@@ -37,7 +37,8 @@ class NonFiniteLossGuard:
             return
         raise TrainingDivergedError(
             f"training loss became {float(self._bad_value)} at global step {int(self._first_bad)} (epoch {epoch});"
-            f" stopped. Likely causes: a learning rate too high for this network (--model.lr={lr:g}; try a tenth of it),"
+            " stopped. Likely causes: a learning rate too high for this network"
+            f" (--model.lr={lr:g}; try a tenth of it),"
             " no normalisation layers in a deep network, or corrupted input data. The last checkpoint saved"
             " before this step is kept"
         )

@@ -65,7 +65,9 @@ def load_batch(path: Path) -> tuple[np.ndarray, list[int]]:
     data, labels = entry["data"], entry["labels"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         shape = getattr(data, "shape", None)
-        raise pickle.UnpicklingError(f"'data' must be a uint8 array of N x 3072 pixels, got {type(data).__name__} {shape}")
+        raise pickle.UnpicklingError(
+            f"'data' must be a uint8 array of N x 3072 pixels, got {type(data).__name__} {shape}"
+        )
     if not isinstance(labels, list) or len(labels) != len(data):
         raise pickle.UnpicklingError(f"'labels' must be a list of {len(data)} class indices")
     if not all(isinstance(label, int) and 0 <= label < 10 for label in labels):

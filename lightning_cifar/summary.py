@@ -73,7 +73,8 @@ def render(name: str, kwargs: dict[str, Any], net: nn.Module) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = [f"{name}{' ' + json.dumps(kwargs) if kwargs else ''}", ""]
     for i, row in enumerate(rows):
-        lines.append("  ".join(c.rjust(w) if j == 4 else c.ljust(w) for j, (c, w) in enumerate(zip(row, widths))).rstrip())
+        cells = (c.rjust(w) if j == 4 else c.ljust(w) for j, (c, w) in enumerate(zip(row, widths)))
+        lines.append("  ".join(cells).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     params, flops = registry.count_parameters(net), forward_flops(net)
