@@ -1,4 +1,4 @@
-"""Render TensorBoard headless and save screenshots of the scalars and the test report.
+"""Render TensorBoard headless and save a screenshot of scalars and the test confusion matrix.
 
     python docs/tensorboard_screenshot.py lightning_logs --out docs
 
@@ -39,7 +39,8 @@ def main() -> None:
     parser.add_argument("logdir", help="folder with the runs, e.g. lightning_logs")
     parser.add_argument("--out", default="docs", help="folder for the PNG files")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
-    parser.add_argument("--filter", default="", help="regex for the scalar tags to show, e.g. 'val/|train/loss'")
+    parser.add_argument("--filter", default="val/acc|train/loss_epoch|test/confusion_matrix",
+                        help="regex of the tags to show")
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -56,20 +57,24 @@ def main() -> None:
         wait_for(url)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=args.chromium, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1500, "height": 1000}, device_scale_factor=1)
+            page = browser.new_page(viewport={"width": 1500, "height": 600}, device_scale_factor=1)
             page.goto(f"{url}/?darkMode=false#timeseries", wait_until="networkidle")
-            if args.filter:
-                page.fill("input[placeholder*='Filter tags']", args.filter)
+            page.wait_for_timeout(3000)
+            for label in ("Close settings", "Close"):
+                button = page.get_by_role("button", name=label)
+                if button.count():
+                    button.first.click()
+                    break
+            page.fill("input[placeholder*='Filter tags']", args.filter)
+            page.keyboard.press("Escape")  # close the tag suggestions
+            page.mouse.click(700, 950)
             page.wait_for_timeout(6000)  # charts draw after the data arrives
-            page.screenshot(path=str(out / "tensorboard_scalars.png"))
-            page.fill("input[placeholder*='Filter tags']", "confusion_matrix|per_class")
-            page.wait_for_timeout(6000)
-            page.screenshot(path=str(out / "tensorboard_test_report.png"))
+            page.screenshot(path=str(out / "tensorboard.png"))
             browser.close()
     finally:
         board.terminate()
         board.wait()
-    print(f"wrote {out / 'tensorboard_scalars.png'} and {out / 'tensorboard_test_report.png'}")
+    print(f"wrote {out / 'tensorboard.png'}")
 
 
 if __name__ == "__main__":

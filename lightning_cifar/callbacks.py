@@ -80,7 +80,7 @@ class PredictionsCSV(BasePredictionWriter):
             lines.append(f"... and {len(files) - 20} more")
         lines += [f"skipped {name}: {why}" for name, why in skipped]
         lines.append(f"wrote {len(files)} predictions ({len(skipped)} files skipped) to {path}")
-        rank_zero_info("\n".join(lines))
+        rank_zero_info("\n" + "\n".join(lines))  # the progress bar has not ended its line yet
 
 
 def _class_names(trainer: pl.Trainer, n: int) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +43,9 @@ def load_image_folder(folder: Path) -> FolderImages:
             # RGB mode drops alpha and expands greyscale and palette images to three channels.
             image = decode_image(str(path), mode=ImageReadMode.RGB)
         except (RuntimeError, ValueError, OSError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            # torchvision prefixes its C++ source location: "decode_image, .../decode_image.cpp:61, Unsupported..."
+            reason = re.sub(r"^.*\.cpp:\d+,\s*", "", text)
             skipped.append((name, reason))
             continue
         images.append(to_cifar_size(image))

@@ -14,7 +14,7 @@ from conftest import run_cli, scalars, script
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.study.config import StudyConfigError, load_study, parse_study
 from lightning_cifar.study.plan import BASELINE_AXIS, expand, parse_shard, shard
-from lightning_cifar.study.report import write_report
+from lightning_cifar.study.report import ahead, write_report
 from lightning_cifar.study.runner import RESULT_COLUMNS
 from lightning_cifar.study.stats import difference_ci, mean_ci, slope_ci
 
@@ -119,6 +119,10 @@ def test_statistics_match_hand_computed_values():
 # -- report -----------------------------------------------------------------------------------
 
 
+def test_differences_read_as_ahead_or_behind():
+    assert ahead(0.0254) == "2.54 points ahead" and ahead(-0.0698) == "6.98 points behind"
+
+
 def fake_results(path):
     rows = [RESULT_COLUMNS]
     noise = [-0.002, 0.0, 0.002]
@@ -189,8 +193,14 @@ def test_study_runs_resumes_and_reports(tmp_path, tiny_cifar):
     assert "8 of 8 runs already done; 0 to run" in again
     assert stamps == {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")}
 
+    # A result of an earlier version of the config, left in the folder, does not mix in.
+    stray = out / "runs" / "mlp_net-0000000000-s0"
+    stray.mkdir()
+    (stray / "result.json").write_text(json.dumps({**json.loads(next((out / "runs").glob("mlp*/result.json"))
+                                                               .read_text()), "run_id": stray.name}))
     run_cli(["study", "-c", str(config), "--out", str(out), "--report-only"], tmp_path)
     assert "## Width: axis `width`" in (out / "report.md").read_text()
+    assert len(results_by_run(out)) == 8 and stray.name not in results_by_run(out)
 
 
 def test_a_killed_study_loses_only_the_run_in_progress(tmp_path, tiny_cifar):

@@ -44,6 +44,7 @@ def environment(study: StudyConfig, data_dir: Optional[str]) -> dict[str, str]:
         "software": f"Python {platform.python_version()}, torch {torch.__version__}, pytorch-lightning {pl.__version__}",
         "data": f"CIFAR-10 from {data_dir or study.recipe['data'].get('data_dir', './data')}",
         "recipe": yaml.safe_dump(study.recipe, sort_keys=True),
+        "axes": ",".join(axis.name for axis in study.axes),  # the report follows the config's order
     }
 
 
@@ -126,12 +127,13 @@ def study_command(argv: Sequence[str]) -> int:
     from lightning_cifar.study.runner import execute, write_results_csv
 
     env_path = out / "environment.json"
+    planned = {run.run_id for run in expand(study)}
     if args.report_only:
-        write_results_csv(out)
+        write_results_csv(out, planned)
     else:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(env_path, environment(study, args.data_dir))
-        execute(runs, study, out, data_dir=args.data_dir, log=lambda line: print(line, flush=True))
+        execute(runs, study, out, data_dir=args.data_dir, log=lambda line: print(line, flush=True), planned=planned)
     env = json.loads(env_path.read_text()) if env_path.is_file() else {}
     try:
         report = write_report(out, env, command)

@@ -120,6 +120,11 @@ def pts(x: float) -> str:
     return f"{100 * x:+.2f} points"
 
 
+def ahead(x: float) -> str:
+    """'2.50 points ahead' or '2.50 points behind' for a difference in accuracy."""
+    return f"{100 * abs(x):.2f} points {'ahead' if x >= 0 else 'behind'}"
+
+
 def ci_text(e: Estimate) -> str:
     if e.half is None:
         return "no confidence interval (fewer than 2 seeds)"
@@ -216,10 +221,10 @@ def comparison_answer(axes: dict[str, list[Config]]) -> list[str]:
             lines.append(
                 f"- `{b.value}` ({human(b.params)} parameters, {b.time:.0f} s, {pct(b.acc)}) against the CNN closest "
                 f"in {kind}, {cnn.label} ({human(cnn.params)} parameters, {cnn.time:.0f} s, {pct(cnn.acc)}): the CNN "
-                f"is {pts(d.value)} ahead ({ci_text(d)}).{noise}")
+                f"is {ahead(d.value)} ({ci_text(d)}).{noise}")
         d = difference_ci(best_cnn.accs, b.accs)
-        lines.append(f"- The best CNN ({best_cnn.label}, {pct(best_cnn.acc)}) is {pts(d.value)} ahead of `{b.value}` "
-                     f"({ci_text(d)}).")
+        lines.append(f"- The best CNN ({best_cnn.label}, {pct(best_cnn.acc)}) against `{b.value}`: "
+                     f"{ahead(d.value)} ({ci_text(d)}).")
     return lines
 
 
@@ -341,14 +346,15 @@ def write_report(out: Path, environment: Optional[dict[str, Any]] = None, comman
     rows = read_results(out / "results.csv")
     if not rows:
         raise ValueError(f"{out / 'results.csv'} has no results yet")
-    axes = group(rows)
+    env = environment or {}
+    order = [name for name in env.get("axes", "").split(",") if name]  # the config's order
+    axes = dict(sorted(group(rows).items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
     atomic_write_csv(out / "summary.csv", summary_rows(axes))
     plots = {"width": plot_axes(axes, out / "width.png", width=True),
              "depth": plot_axes(axes, out / "depth.png", width=False)}
     plot_cnn_vs_mlp(axes, out / "cnn_vs_mlp.png")
     plot_curves(axes, out / "curves.png")
 
-    env = environment or {}
     unique = {r["run_id"]: r for r in rows}
     total = sum(r["train_time_s"] for r in unique.values())
     seeds = sorted({r["seed"] for r in rows})

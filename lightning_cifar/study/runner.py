@@ -77,10 +77,13 @@ def rows_of(result: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def write_results_csv(out: Path) -> Path:
+def write_results_csv(out: Path, planned: Optional[set[str]] = None) -> Path:
+    """results.csv from every finished run, or only those of ``planned`` (run ids of the current config:
+    results left in the folder by an earlier version of the config do not mix in)."""
     rows = [RESULT_COLUMNS]
     for result in load_results(out):
-        rows += rows_of(result)
+        if planned is None or result["run_id"] in planned:
+            rows += rows_of(result)
     path = out / "results.csv"
     atomic_write_csv(path, rows)
     return path
@@ -131,13 +134,13 @@ def run_one(run: Run, study: StudyConfig, dm: CIFAR10DataModule, out: Path) -> d
 
 
 def execute(runs: list[Run], study: StudyConfig, out: Path, data_dir: Optional[str] = None,
-            log: Callable[[str], None] = print) -> int:
+            log: Callable[[str], None] = print, planned: Optional[set[str]] = None) -> int:
     """Run whatever of ``runs`` has no result yet; returns how many were run."""
     out.mkdir(parents=True, exist_ok=True)
     todo = [r for r in runs if not result_path(out, r).is_file()]
     log(f"{len(runs) - len(todo)} of {len(runs)} runs already done; {len(todo)} to run")
     if not todo:
-        write_results_csv(out)
+        write_results_csv(out, planned)
         return 0
     data_args = dict(study.recipe["data"])
     if data_dir is not None:
@@ -150,6 +153,6 @@ def execute(runs: list[Run], study: StudyConfig, out: Path, data_dir: Optional[s
         where = ", ".join(f"{p.axis}={p.value}" for p in run.points)
         log(f"[{i}/{len(todo)}] {run.run_id} ({where})")
         result = run_one(run, study, dm, out)
-        write_results_csv(out)
+        write_results_csv(out, planned)
         log(f"    test acc {result['test_acc']:.4f}, {result['train_time_s']:.0f} s")
     return len(todo)
