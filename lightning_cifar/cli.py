@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import CheckpointIO
+from jsonargparse import DefaultHelpFormatter
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_info
 
@@ -73,6 +74,10 @@ other commands:
 
 add --debug (or set {DEBUG_ENV}=1) to see full tracebacks for usage errors.
 """
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, with the description's line breaks kept (the list of other commands)."""
 
 
 def find_checkpoint(alias: str, root: Path) -> Optional[Path]:
@@ -252,7 +257,7 @@ def run_lightning_cli(argv: Optional[Sequence[str]]) -> None:
         seed_everything_default=0,
         trainer_defaults=trainer_defaults(),
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": PROG, "description": EXTRA_COMMANDS_HELP},
+        parser_kwargs={"prog": PROG, "description": EXTRA_COMMANDS_HELP, "formatter_class": HelpFormatter},
     )
 
 
@@ -272,6 +277,10 @@ def main(args: Optional[Sequence[str]] = None) -> None:
             raise
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
+    except BrokenPipeError:
+        # The reader went away (`lightning-cifar summary | head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -173,3 +173,9 @@ def test_example_plugin_installs_registers_and_trains(tmp_path, tiny_cifar):
     ckpt = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=False)["hyper_parameters"]["backbone"] == "allconv"
     assert "val/acc" in scalars(ckpt.parent.parent)
+
+
+def test_help_lists_the_other_commands_one_per_line(tmp_path):
+    lines = run_cli(["--help"], tmp_path).stdout.splitlines()
+    for command in ("backbones [PATTERN]", "study -c STUDY.yaml", "summary --model.backbone", "export --ckpt_path"):
+        assert any(line.strip().startswith(f"lightning-cifar {command}") for line in lines), command
