@@ -35,20 +35,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write_bytes(path, buffer.getvalue())
 
 
-def check_checkpoint(path: str, trusted: bool) -> None:
+def check_checkpoint(path: str, trusted: bool) -> Optional[dict[str, Any]]:
     """Refuse a missing checkpoint, or one that weights_only loading rejects, before anything starts.
 
     A checkpoint is a pickle; loaded with ``weights_only=False`` it can run any code. Ours hold
     only tensors and plain data, so they load with ``weights_only=True`` (the default here).
+    Returns the checkpoint, its tensors memory-mapped rather than read (None when not checked).
     """
     if "://" in path:
-        return  # remote: Lightning fetches it itself
+        return None  # remote: Lightning fetches it itself
     if not Path(path).is_file():
         raise LightningCifarError(f"--ckpt_path={path}: no such file; pass a .ckpt file, or last / best")
     if trusted:
-        return
+        return None
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            # mmap: the check unpickles the structure without reading every tensor a second time.
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # a pre-zipfile checkpoint
     except Exception as exc:
         text = str(exc)
         found = re.search(r"Unsupported global: GLOBAL (\S+)", text)

@@ -95,18 +95,17 @@ def find_checkpoint(alias: str, root: Path) -> Optional[Path]:
 
 def check_output_dirs(trainer: pl.Trainer, model: torch.nn.Module, fitting: bool) -> None:
     """Fail now, not after an hour of training, if logs or checkpoints cannot be written."""
-    dirs = {Path(trainer.default_root_dir)}
-    dirs.update(Path(logger.root_dir) for logger in trainer.loggers if logger.root_dir)
+    # Strings, not Paths, until remote ones are set aside: Path("s3://b") becomes "s3:/b".
+    dirs = {str(trainer.default_root_dir)}
+    dirs.update(str(logger.root_dir) for logger in trainer.loggers if logger.root_dir)
     if fitting:
-        dirs.update(Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None))
+        dirs.update(str(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None))
     # A checkpoint holds the weights plus up to two optimizer buffers per weight; a run keeps the
     # best and the last one, and writes a third next to them before renaming it.
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     need = (3 * 3 * params if fitting else 0) + 20 * 2**20
-    for folder in sorted(dirs):
-        if "://" in str(folder):
-            continue
-        ensure_writable(folder, need)
+    for folder in sorted(d for d in dirs if "://" not in d):
+        ensure_writable(Path(folder), need)
 
 
 def ensure_writable(folder: Path, need_bytes: int) -> None:

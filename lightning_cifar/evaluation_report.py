@@ -204,8 +204,9 @@ class ClassificationReport(pl.Callback):
                           batch_idx: int, dataloader_idx: int = 0) -> None:
         if not self.enabled or not isinstance(outputs, Tensor):
             return
-        self._probs.append(outputs.detach().float().softmax(dim=1).cpu())
-        self._targets.append(batch[1].detach().cpu())
+        # Kept on the device until the end: a copy to the host per batch would be a sync per batch.
+        self._probs.append(outputs.detach().float().softmax(dim=1))
+        self._targets.append(batch[1].detach())
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or not self._probs:
@@ -244,7 +245,7 @@ class ClassificationReport(pl.Callback):
         rank_zero_info(f"per-class test accuracy:\n{table}\nexpected calibration error {ece:.4f}; report in {folder}")
 
     def _results(self, trainer: pl.Trainer) -> ScoredImages:
-        probs, targets = torch.cat(self._probs), torch.cat(self._targets)
+        probs, targets = torch.cat(self._probs).cpu(), torch.cat(self._targets).cpu()
         classes = list(getattr(trainer.datamodule, "classes", None) or [])
         if len(classes) != probs.shape[1]:
             classes = [str(i) for i in range(probs.shape[1])]

@@ -19,13 +19,14 @@ from torch import Tensor, nn
 from lightning_cifar.checkpoint_io import check_checkpoint
 from lightning_cifar.data import CIFAR10_MEAN, CIFAR10_STD
 from lightning_cifar.errors import LightningCifarError
-from lightning_cifar.model import Classifier
+from lightning_cifar.model import Classifier, evaluation_logits
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
 class ExportedClassifier(nn.Module):
-    """Normalisation plus the classifier's evaluation forward pass, with no Lightning inside."""
+    """Normalisation plus the classifier's evaluation forward pass, with no Lightning inside
+    (tracing a LightningModule trips over its Trainer properties)."""
 
     def __init__(self, model: Classifier, normalize: bool) -> None:
         super().__init__()
@@ -37,18 +38,13 @@ class ExportedClassifier(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         x = (images - self.mean) / self.std if self.normalize else images
-        logits = self.backbone(x)
-        if self.tta:
-            logits = (logits + self.backbone(x.flip(3))) / 2
-        return logits
+        return evaluation_logits(self.backbone, x, self.tta)
 
 
 def load_for_export(ckpt_path: str) -> ExportedClassifier:
-    check_checkpoint(ckpt_path, trusted=False)
-    model = Classifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    checkpoint = check_checkpoint(ckpt_path, trusted=False) or {}
+    model = Classifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True).float()
     normalize = bool(checkpoint.get("datamodule_hyper_parameters", {}).get("normalize", True))
-    model.backbone = model.backbone.to(memory_format=torch.contiguous_format).float()
     return ExportedClassifier(model, normalize).eval()
 
 

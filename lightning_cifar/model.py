@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -16,6 +16,14 @@ from lightning_cifar import registry, rng_state
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.loss_guard import NonFiniteLossGuard
 from lightning_cifar.schedules import lr_multiplier
+
+
+def evaluation_logits(net: Callable[[Tensor], Tensor], x: Tensor, tta: bool) -> Tensor:
+    """``net(x)``, or with ``tta`` the mean of the logits of the images and their mirror images."""
+    logits = net(x)
+    if tta:
+        logits = (logits + net(x.flip(3))) / 2
+    return logits
 
 
 class Classifier(pl.LightningModule):
@@ -93,10 +101,7 @@ class Classifier(pl.LightningModule):
 
     def predict_logits(self, x: Tensor) -> Tensor:
         """Logits for evaluation: with ``tta``, the mean over the image and its mirror image."""
-        logits = self(x)
-        if self.hparams.tta:
-            logits = (logits + self(x.flip(3))) / 2
-        return logits
+        return evaluation_logits(self, x, self.hparams.tta)
 
     def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Cross-entropy (with the configured label smoothing), computed in fp32."""
