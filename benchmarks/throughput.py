@@ -41,7 +41,7 @@ def tutorial_worker(args: argparse.Namespace) -> None:
     from torchvision import datasets, transforms
 
     from lightning_cifar import Classifier
-    from lightning_cifar.data import CIFAR10_MEAN, CIFAR10_STD
+    from lightning_cifar.input_norm import CIFAR10_MEAN, CIFAR10_STD
     from lightning_cifar.timing import Throughput
 
     transform = transforms.Compose([
@@ -53,7 +53,8 @@ def tutorial_worker(args: argparse.Namespace) -> None:
     train = datasets.CIFAR10(args.data_dir, train=True, transform=transform, download=False)
     loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
                         persistent_workers=True, drop_last=True)
-    model = Classifier(args.backbone, channels_last=False)
+    # The tutorial normalises in its transforms, so the model must not standardise a second time.
+    model = Classifier(args.backbone, channels_last=False, normalize=False)
     trainer = pl.Trainer(
         accelerator="auto", precision="32-true", max_steps=args.steps, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[Throughput(output=args.output)],
@@ -116,7 +117,7 @@ def data_pipeline_rates(data_dir: str, batch_size: int, batches: int, workers: i
     from torchvision import datasets, transforms
 
     from lightning_cifar import CIFAR10DataModule
-    from lightning_cifar.data import CIFAR10_MEAN, CIFAR10_STD
+    from lightning_cifar.input_norm import CIFAR10_MEAN, CIFAR10_STD
 
     dm = CIFAR10DataModule(data_dir, batch_size=batch_size, download=False)
     dm.setup("fit")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Optional, Sequence
+from weakref import proxy
 
 import pytorch_lightning as pl
 import torch
@@ -93,21 +94,37 @@ class LatestCheckpoint(ModelCheckpoint):
 
     Lightning's own ``save_last=True`` rewrites ``last.ckpt`` only when a top-k checkpoint
     is saved, so after epochs without a new best a killed run would resume from the last
-    improvement and redo (or lose) everything since.
+    improvement and redo (or lose) everything since. This class takes ``save_last`` over
+    (``"link"`` counts as True) and writes ``last.ckpt`` itself, through public Trainer API,
+    at the end of every training epoch (after its validation, as Lightning saves its own
+    checkpoints), and also after a validation in the middle of an epoch.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refresh_last, self.save_last = bool(self.save_last), False
+        self._refreshed_at_step: Optional[int] = None
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
-        self._refresh_last(trainer, at_train_epoch_end=False)
+        if not trainer.is_last_batch:  # mid-epoch validation; at an epoch's end, on_train_epoch_end saves
+            self._refresh_last(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        self._refresh_last(trainer, at_train_epoch_end=True)
+        self._refresh_last(trainer)
 
-    def _refresh_last(self, trainer: pl.Trainer, at_train_epoch_end: bool) -> None:
+    def _refresh_last(self, trainer: pl.Trainer) -> None:
         if (
-            self.save_last
-            and self._should_save_on_train_epoch_end(trainer) == at_train_epoch_end
-            and not self._should_skip_saving_checkpoint(trainer)  # also: already saved at this step
+            not self.refresh_last
+            or trainer.sanity_checking
+            or trainer.fast_dev_run
+            or trainer.state.fn != "fit"
+            or self._refreshed_at_step == trainer.global_step  # already written at this step
         ):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            return
+        self._refreshed_at_step = trainer.global_step
+        self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+        trainer.save_checkpoint(self.last_model_path, self.save_weights_only)
+        for logger in trainer.loggers:
+            logger.after_save_checkpoint(proxy(self))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from lightning_fabric.utilities.cloud_io import get_filesystem
@@ -35,32 +35,68 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write_bytes(path, buffer.getvalue())
 
 
-def check_checkpoint(path: str, trusted: bool) -> Optional[dict[str, Any]]:
-    """Refuse a missing checkpoint, or one that weights_only loading rejects, before anything starts.
+# Keys by which jsonargparse would import and build a class from a value.
+CLASS_KEYS = ("class_path", "_class_path")
+HPARAM_SECTIONS = ("hyper_parameters", "datamodule_hyper_parameters")
+
+
+def class_paths(value: Any, where: str) -> Iterator[str]:
+    """Where in ``value`` (nested dicts and lists) a key names a class to build."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{where}.{key}"
+            if key in CLASS_KEYS:
+                yield f"{here}={item!r}"
+            yield from class_paths(item, here)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from class_paths(item, f"{where}[{i}]")
+
+
+def read_checkpoint(path: str, label: Optional[str] = None) -> dict[str, Any]:
+    """The checkpoint at ``path``, refused (one line) unless it is plain data naming no classes.
 
     A checkpoint is a pickle; loaded with ``weights_only=False`` it can run any code. Ours hold
-    only tensors and plain data, so they load with ``weights_only=True`` (the default here).
-    Returns the checkpoint, its tensors memory-mapped rather than read (None when not checked).
+    only tensors and plain data, so they load with ``weights_only=True``. Plain data is not
+    enough: LightningCLI and ``load_from_checkpoint`` re-parse the stored hyperparameters, and
+    a ``class_path`` there names a class to build (``subprocess.Popen`` would do). Ours never
+    hold one. The tensors are memory-mapped, not read.
     """
+    label = label or f"checkpoint {path}"
+    try:
+        try:
+            # mmap: the check unpickles the structure without reading every tensor a second time.
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # a pre-zipfile checkpoint
+    except Exception as exc:
+        text = str(exc)
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        reason = f"it holds {found.group(1)}" if found else text.strip().splitlines()[-1 if text.strip() else 0]
+        raise LightningCifarError(
+            f"{label}: refused by weights_only loading ({reason}); a checkpoint that holds more than"
+            " tensors and plain data can run code when loaded. Only if you trust the file, pass --weights_only=false"
+        ) from exc
+    if not isinstance(checkpoint, dict):
+        raise LightningCifarError(f"{label}: not a Lightning checkpoint (holds a {type(checkpoint).__name__})")
+    named = [hit for section in HPARAM_SECTIONS for hit in class_paths(checkpoint.get(section), section)]
+    if named:
+        raise LightningCifarError(
+            f"{label}: refused: its hyperparameters name a class to build ({named[0]}), which would run code"
+            " when the checkpoint is loaded; lightning-cifar never writes one"
+        )
+    return checkpoint
+
+
+def check_checkpoint(path: str, trusted: bool) -> Optional[dict[str, Any]]:
+    """The ``--ckpt_path`` check before anything starts: the file exists and :func:`read_checkpoint`
+    accepts it. Returns the checkpoint, tensors memory-mapped (None when not checked)."""
     if "://" in path:
         return None  # remote: Lightning fetches it itself
     if not Path(path).is_file():
         raise LightningCifarError(f"--ckpt_path={path}: no such file; pass a .ckpt file, or last / best")
     if trusted:
         return None
-    try:
-        try:
-            # mmap: the check unpickles the structure without reading every tensor a second time.
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)  # a pre-zipfile checkpoint
-    except Exception as exc:
-        text = str(exc)
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        reason = f"it holds {found.group(1)}" if found else text.strip().splitlines()[-1 if text.strip() else 0]
-        raise LightningCifarError(
-            f"--ckpt_path={path}: refused by weights_only loading ({reason}); a checkpoint that holds more than"
-            " tensors and plain data can run code when loaded. Only if you trust the file, pass --weights_only=false"
-        ) from exc
+    return read_checkpoint(path, f"--ckpt_path={path}")

@@ -1,9 +1,11 @@
 """CIFAR-10 as a LightningDataModule that keeps the images as uint8 tensors.
 
-torchvision reads (and, when allowed, downloads and verifies) the official
-files; afterwards every batch is a slice of one in-memory tensor, fetched with
-a single indexing operation, and augmentation plus normalisation run on the
-device the batch was moved to (``on_after_batch_transfer``).
+torchvision downloads and verifies the official files (when allowed); they are
+read with a restricted unpickler; afterwards every batch is a slice of one
+in-memory tensor, fetched with a single indexing operation, and turned into
+[0, 1] floats and augmented on the device the batch was moved to
+(``on_after_batch_transfer``). Standardising the images is the model's job
+(``Classifier(normalize=...)``), so a checkpoint needs no data settings to be used.
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ from lightning_cifar.image_folder import load_image_folder
 
 # The official label_names of batches.meta, for when the dataset is not loaded (predicting a folder).
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 TRAIN_SIZE = 50_000
 
 
@@ -43,21 +43,18 @@ class SafeCIFAR10(CIFAR10):
         self.train = train
         if download:
             self.download()
-        if not self._check_integrity():
-            raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
+        listed = self.train_list if train else self.test_list
+        for name, md5 in [*listed, (self.meta["filename"], self.meta["md5"])]:
+            # torchvision's public check: with md5=None it only asks that the file exists.
+            if not check_integrity(os.path.join(self.root, self.base_folder, name), md5):
+                raise RuntimeError(f"Dataset file {name} not found or corrupted. You can use download=True to download it")
         images, self.targets = [], []
-        for name, _ in self.train_list if train else self.test_list:
+        for name, _ in listed:
             data, labels = self._read(name, safe_pickle.load_batch)
             images.append(data)
             self.targets.extend(labels)
         self.data = np.vstack(images).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))  # HWC, as torchvision
-        self._load_meta()
-
-    def _load_meta(self) -> None:
-        name = self.meta["filename"]
-        if not check_integrity(os.path.join(self.root, self.base_folder, name), self.meta["md5"]):
-            raise RuntimeError("Dataset metadata file not found or corrupted. You can use download=True to download it")
-        self.classes = self._read(name, safe_pickle.load_class_names)
+        self.classes = self._read(self.meta["filename"], safe_pickle.load_class_names)
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
     def _read(self, name: str, reader: Callable[[Path], Any]) -> Any:
@@ -115,7 +112,6 @@ class CIFAR10DataModule(pl.LightningDataModule):
         batch_size: int = 256,
         val_split: Union[int, float] = 5000,
         num_workers: int = 0,
-        normalize: bool = True,
         augment: Literal["none", "crop_flip", "seed"] = "crop_flip",
         seed: int = 42,
         download: bool = True,
@@ -131,8 +127,6 @@ class CIFAR10DataModule(pl.LightningDataModule):
                 count or a fraction; the same images for a given ``seed``; never augmented.
             num_workers: DataLoader worker processes. Batches are slices of an
                 in-memory tensor, so 0 is usually fastest.
-            normalize: subtract the CIFAR-10 channel mean and divide by the std;
-                otherwise pixels are only scaled to [0, 1] (as in the seed notebook).
             augment: training augmentation: ``none``, ``crop_flip`` (translate by up
                 to 4 px with reflection, horizontal flip) or ``seed`` (the seed
                 notebook's rotation/shift/zoom/flip).
@@ -159,12 +153,11 @@ class CIFAR10DataModule(pl.LightningDataModule):
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.val_split, self.num_workers, self.seed = val_split, num_workers, seed
-        self.normalize, self.download, self.verify = normalize, download, verify
+        self.download, self.verify = download, verify
         self.predict_dir = predict_dir
         self.classes: list[str] = list(CIFAR10_CLASSES)
         self.predict_files: list[str] = []
         self.predict_skipped: list[tuple[str, str]] = []
-        self._stats: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
         self.train_set: Optional[TensorImages] = None
         self.val_set: Optional[TensorImages] = None
         self.test_set: Optional[TensorImages] = None
@@ -302,28 +295,19 @@ class CIFAR10DataModule(pl.LightningDataModule):
         return self._loader(self.predict_set if self.predict_dir is not None else self.test_set, train=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 images -> float images in [0, 1] (the model's input), augmented when training."""
+        if isinstance(batch, Tensor):  # images alone: the model summary's example input
+            return self.to_float(batch)
         images, labels = batch
         x = self.to_float(images)
         if self.trainer is not None and self.trainer.training:
             x = self.augmentation(x)
-        return self.standardize(x), labels
+        return x, labels
 
     @staticmethod
     def to_float(images: Tensor) -> Tensor:
+        """uint8 pixels to floats in [0, 1]."""
         return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
-
-    def standardize(self, x: Tensor) -> Tensor:
-        if not self.normalize:
-            return x
-        key = (x.device, x.dtype)
-        if key not in self._stats:
-            # Built once per device: a fresh tensor per batch would be a host-to-device copy every step.
-            self._stats[key] = (
-                torch.tensor(CIFAR10_MEAN, device=x.device, dtype=x.dtype).view(1, -1, 1, 1),
-                torch.tensor(CIFAR10_STD, device=x.device, dtype=x.dtype).view(1, -1, 1, 1),
-            )
-        mean, std = self._stats[key]
-        return (x - mean) / std
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(data_dir={os.fspath(self.data_dir)!r}, batch_size={self.batch_size})"

@@ -1,23 +1,22 @@
 """``lightning-cifar export``: a checkpoint as a self-contained TorchScript or ONNX model.
 
-The exported model takes float32 images of shape (N, 3, 32, 32) with pixel values in
-[0, 1] (what ``torchvision.transforms.functional.to_tensor`` gives), applies the
-normalisation the model was trained with, and returns the logits
-``Classifier.predict_logits`` gives (with the flip average when trained with ``tta``).
+The exported model takes what ``Classifier`` takes: float32 images of shape (N, 3, 32, 32)
+with pixel values in [0, 1] (what ``torchvision.transforms.functional.to_tensor`` gives),
+standardises them as the model does, and returns the logits ``Classifier.predict_logits``
+gives (with the flip average when trained with ``tta``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from lightning_cifar.checkpoint_io import check_checkpoint
-from lightning_cifar.data import CIFAR10_MEAN, CIFAR10_STD
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.model import Classifier, evaluation_logits
 
@@ -25,32 +24,65 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
 
 class ExportedClassifier(nn.Module):
-    """Normalisation plus the classifier's evaluation forward pass, with no Lightning inside
+    """The classifier's evaluation forward pass with no Lightning inside
     (tracing a LightningModule trips over its Trainer properties)."""
 
-    def __init__(self, model: Classifier, normalize: bool) -> None:
+    def __init__(self, model: Classifier) -> None:
         super().__init__()
+        self.input_norm = model.input_norm
         self.backbone = model.backbone
         self.tta = bool(model.hparams.tta)
-        self.normalize = normalize
-        self.register_buffer("mean", torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(CIFAR10_STD).view(1, 3, 1, 1))
+
+    def _logits(self, images: Tensor) -> Tensor:
+        return self.backbone(self.input_norm(images))
 
     def forward(self, images: Tensor) -> Tensor:
-        x = (images - self.mean) / self.std if self.normalize else images
-        return evaluation_logits(self.backbone, x, self.tta)
+        return evaluation_logits(self._logits, images, self.tta)
 
 
 def load_for_export(ckpt_path: str) -> ExportedClassifier:
-    checkpoint = check_checkpoint(ckpt_path, trusted=False) or {}
     model = Classifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True).float()
-    normalize = bool(checkpoint.get("datamodule_hyper_parameters", {}).get("normalize", True))
-    return ExportedClassifier(model, normalize).eval()
+    return ExportedClassifier(model).eval()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return a.resolve() == b.resolve()
+
+
+def output_path(ckpt_path: str, fmt: str, output: Optional[str], overwrite: bool) -> Path:
+    """Where to write: ``--output``, or next to the checkpoint with the format's suffix.
+
+    Never the checkpoint itself (``export --ckpt_path=model.pt`` would otherwise replace the
+    training checkpoint); an existing file only with ``--overwrite``.
+    """
+    ckpt = Path(ckpt_path)
+    if output is None:
+        path = ckpt.with_suffix(FORMATS[fmt])
+        if _same_file(path, ckpt):
+            path = ckpt.with_name(f"{ckpt.stem}.{fmt}{FORMATS[fmt]}")
+    else:
+        path = Path(output)
+        if _same_file(path, ckpt):
+            raise LightningCifarError(
+                f"--output={output} is the checkpoint being exported; choose another file name"
+            )
+    if path.exists() and not overwrite:
+        raise LightningCifarError(f"{path} already exists; pass --overwrite to replace it, or choose --output")
+    return path
 
 
 def export(ckpt_path: str, fmt: str, output: Path) -> Path:
     if fmt not in FORMATS:
         raise LightningCifarError(f"--format={fmt!r}: allowed values are {', '.join(map(repr, FORMATS))}")
+    if fmt == "onnx":
+        for module in ("onnx", "onnxscript"):
+            if importlib.util.find_spec(module) is None:
+                raise LightningCifarError(
+                    f"--format=onnx needs the {module} package: pip install 'lightning-cifar[export]'"
+                )
     net = load_for_export(ckpt_path)
     example = torch.rand(2, 3, 32, 32)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -59,11 +91,6 @@ def export(ckpt_path: str, fmt: str, output: Path) -> Path:
         if fmt == "torchscript":
             torch.jit.save(torch.jit.trace(net, example), str(tmp))
         else:
-            for module in ("onnx", "onnxscript"):
-                if importlib.util.find_spec(module) is None:
-                    raise LightningCifarError(
-                        f"--format=onnx needs the {module} package: pip install 'lightning-cifar[export]'"
-                    )
             batch = torch.export.Dim("batch", min=1)
             torch.onnx.export(net, (example,), str(tmp), input_names=["images"], output_names=["logits"],
                               dynamic_shapes={"images": {0: batch}}, dynamo=True, external_data=False)
@@ -72,17 +99,23 @@ def export(ckpt_path: str, fmt: str, output: Path) -> Path:
 
 
 def export_command(argv: Sequence[str]) -> int:
+    from lightning_cifar.checkpoint_io import check_checkpoint
+
     parser = argparse.ArgumentParser(
         prog="lightning-cifar export",
         description="Write a checkpoint as a TorchScript or ONNX model: input float32 (N, 3, 32, 32) images"
-        " in [0, 1], output the logits; normalisation is built in.",
+        " in [0, 1], output the logits; standardisation is built in.",
     )
     parser.add_argument("--ckpt_path", required=True, help="the .ckpt file to export")
     parser.add_argument("--format", default="onnx", help="onnx (default) or torchscript")
-    parser.add_argument("--output", help="output file (default: next to the checkpoint, .onnx or .pt)")
+    parser.add_argument("--output", help="output file (default: next to the checkpoint, .onnx or .pt;"
+                        " never the checkpoint itself)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     args = parser.parse_args(list(argv))
-    suffix = FORMATS.get(args.format, "")
-    output = Path(args.output) if args.output else Path(args.ckpt_path).with_suffix(suffix)
+    if args.format not in FORMATS:
+        raise LightningCifarError(f"--format={args.format!r}: allowed values are {', '.join(map(repr, FORMATS))}")
+    check_checkpoint(args.ckpt_path, trusted=False)
+    output = output_path(args.ckpt_path, args.format, args.output, args.overwrite)
     written = export(args.ckpt_path, args.format, output)
     print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB, {args.format}): input 'images'"
           " float32 (N, 3, 32, 32) in [0, 1], output 'logits' (N, num_classes)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
@@ -14,8 +15,12 @@ from lightning_cifar.errors import TrainingDivergedError
 GPU_CHECK_EVERY = 25
 
 
-class NonFiniteLossGuard:
-    """Remembers the first step whose loss was not finite; raises once it is read back."""
+class NonFiniteLossGuard(pl.Callback):
+    """Remembers the first step whose loss was not finite; raises once it is read back.
+
+    The check runs before the backward pass, so on the CPU the bad step never reaches
+    the weights. ``Classifier.configure_callbacks`` adds it to every Trainer.
+    """
 
     def __init__(self) -> None:
         self._first_bad: Optional[Tensor] = None  # global step, -1 while all losses were finite
@@ -42,3 +47,16 @@ class NonFiniteLossGuard:
             " no normalisation layers in a deep network, or corrupted input data. The last checkpoint saved"
             " before this step is kept"
         )
+
+    # -- callback hooks -------------------------------------------------------------------------
+
+    @staticmethod
+    def _lr(pl_module: pl.LightningModule) -> float:
+        return float(getattr(pl_module.hparams, "lr", float("nan")))
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
+        self.observe(loss, trainer.global_step, trainer.current_epoch, self._lr(pl_module),
+                     last_batch=trainer.is_last_batch)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.check(trainer.current_epoch, self._lr(pl_module))

@@ -13,9 +13,14 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_cifar import registry, rng_state
+from lightning_cifar.checkpoint_io import read_checkpoint
 from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.input_norm import Standardize
 from lightning_cifar.loss_guard import NonFiniteLossGuard
 from lightning_cifar.schedules import lr_multiplier
+
+# One image, so that the "Total Flops" of Lightning's model summary are per image.
+EXAMPLE_INPUT_SHAPE = (1, 3, 32, 32)
 
 
 def evaluation_logits(net: Callable[[Tensor], Tensor], x: Tensor, tta: bool) -> Tensor:
@@ -26,14 +31,36 @@ def evaluation_logits(net: Callable[[Tensor], Tensor], x: Tensor, tta: bool) -> 
     return logits
 
 
+def checkpoint_normalize(checkpoint: dict[str, Any], source: str = "the checkpoint") -> Optional[bool]:
+    """For a checkpoint written before the model standardised its own input (lightning-cifar 0.1),
+    whether its data module standardised the images, i.e. the ``normalize`` the model must use;
+    ``None`` for a current checkpoint (its hyperparameters hold ``normalize`` themselves)."""
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if "normalize" in hparams:
+        return None
+    data = checkpoint.get("datamodule_hyper_parameters")
+    if not isinstance(data, dict):
+        raise LightningCifarError(
+            f"{source} was written before lightning-cifar 0.2 without its data module's settings, so whether its"
+            " inputs were standardised is unknown; refusing to load it with a possibly wrong normalisation"
+        )
+    # lightning-cifar 0.1 standardised in the data module, by default (normalize=True).
+    return bool(data.get("normalize", True))
+
+
 class Classifier(pl.LightningModule):
-    """Image classifier whose network is a registered backbone, chosen by name."""
+    """Image classifier whose network is a registered backbone, chosen by name.
+
+    Input: float images in [0, 1], shape (N, 3, 32, 32); the model standardises them
+    with the CIFAR-10 channel mean and std itself (``normalize``). Output: logits.
+    """
 
     def __init__(
         self,
         backbone: str = "cnn_base",
         backbone_kwargs: Optional[dict[str, Any]] = None,
         num_classes: int = 10,
+        normalize: bool = True,
         optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
         lr: float = 0.05,
         momentum: float = 0.9,
@@ -52,6 +79,9 @@ class Classifier(pl.LightningModule):
             backbone_kwargs: keyword arguments for the backbone factory, e.g.
                 ``{"widths": [32, 64, 128], "kernels": [7, 5, 3]}``.
             num_classes: number of classes (linked from the data module by the CLI).
+            normalize: standardise the [0, 1] input images with the CIFAR-10 channel mean and
+                std (inside the model, so a loaded checkpoint or an exported model needs none);
+                off, the network sees the [0, 1] pixels (as in the seed notebook).
             optimizer: ``sgd`` (with momentum, Nesterov by default), ``adam`` or ``adamw``.
             lr: peak learning rate.
             momentum: SGD momentum (Adam's beta1 is left at its default).
@@ -76,6 +106,7 @@ class Classifier(pl.LightningModule):
             raise LightningCifarError(f"warmup={warmup}: must be a fraction in [0, 1)")
         if not 0.0 <= label_smoothing < 1.0:
             raise LightningCifarError(f"label_smoothing={label_smoothing}: must be in [0, 1)")
+        self.input_norm = Standardize(normalize)
         self.backbone = registry.create(backbone, num_classes=num_classes, **(backbone_kwargs or {}))
         self.num_params = registry.count_parameters(self.backbone)
         if channels_last:
@@ -86,9 +117,24 @@ class Classifier(pl.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.loss_guard = NonFiniteLossGuard()
+        # Lets Lightning's model summary count FLOPs at the start of every run.
+        self.example_input_array = torch.zeros(EXAMPLE_INPUT_SHAPE)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> "Classifier":
+        """Lightning's ``load_from_checkpoint``, refusing first a local checkpoint that holds more than
+        plain data or names classes in its hyperparameters (see ``checkpoint_io.read_checkpoint``)."""
+        if isinstance(checkpoint_path, (str, bytes)) or hasattr(checkpoint_path, "__fspath__"):
+            read_checkpoint(str(checkpoint_path))
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        # Part of the model, so every Trainer gets it: the CLI's, the study's, a user's own.
+        return [NonFiniteLossGuard()]
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits for float images in [0, 1] of shape (N, 3, 32, 32)."""
+        x = self.input_norm(x)
         if self.hparams.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         if self._compiled is not None:
@@ -122,8 +168,6 @@ class Classifier(pl.LightningModule):
         self.log("train/acc", self.train_acc, on_step=True, on_epoch=True, batch_size=n)
         lr = self.optimizers().param_groups[0]["lr"]
         self.log("train/lr", lr, on_step=True, on_epoch=False)
-        last = batch_idx + 1 == self.trainer.num_training_batches
-        self.loss_guard.observe(loss, self.global_step, self.current_epoch, self.hparams.lr, last_batch=last)
         return loss
 
     def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str, metric: MulticlassAccuracy) -> Tensor:
@@ -166,6 +210,10 @@ class Classifier(pl.LightningModule):
         checkpoint[rng_state.KEY] = rng_state.collect()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        legacy = checkpoint_normalize(checkpoint)
+        if legacy is not None:  # lightning-cifar 0.1: standardised by the data module, or not at all
+            self.input_norm.enabled = legacy
+            self.hparams.normalize = legacy
         # Only when resuming a fit: testing or loading weights should not reseed anything.
         if rng_state.KEY in checkpoint and self._trainer is not None and self.trainer.state.fn == "fit":
             rng_state.restore(checkpoint[rng_state.KEY])

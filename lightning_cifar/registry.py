@@ -1,28 +1,38 @@
-"""The backbone registry: names mapped to factories through Python entry points.
+"""The backbone registry: one namespace of names mapped to factories.
 
-Every backbone, our own built-ins included, is declared in a distribution's
-metadata under the entry-point group ``lightning_cifar.backbones``::
+Two sources feed it:
 
-    [project.entry-points."lightning_cifar.backbones"]
-    my_net = "my_pkg.nets:build_my_net"
+* **code**: our built-ins, and anything a notebook or test registers, with the decorator::
 
-A factory is ``factory(num_classes: int = 10, **kwargs) -> torch.nn.Module``
-(an ``nn.Module`` subclass with that signature qualifies) mapping a float batch
+      @registry.register("cnn_base")
+      def cnn_base(num_classes: int = 10, **kwargs) -> nn.Module: ...
+
+* **entry points** of other installed distributions, group ``lightning_cifar.backbones``::
+
+      [project.entry-points."lightning_cifar.backbones"]
+      my_net = "my_pkg.nets:build_my_net"
+
+A factory is ``factory(num_classes: int = 10, **kwargs) -> torch.nn.Module`` (an
+``nn.Module`` subclass with that signature qualifies) mapping a float batch
 ``(N, 3, 32, 32)`` to logits ``(N, num_classes)``.
 
-Listing reads metadata only; a plugin's code is imported when its entry is
-loaded, so one broken plugin never hides or breaks the others.
+Entry-point metadata is read once per process (``refresh()`` reads it again, e.g.
+after installing a plugin in a running notebook). Listing reads metadata only; a
+plugin's code is imported when its entry is used, so one broken plugin never
+hides or breaks the others. A name claimed twice, by two distributions or by a
+distribution and the code, is an error naming both claims.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 import inspect
-from dataclasses import dataclass
-from functools import cached_property
+import threading
+from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Callable
+from typing import Any, Callable, Optional, TypeVar
 
 import torch
 from torch import nn
@@ -37,25 +47,40 @@ from lightning_cifar.errors import (
 
 GROUP = "lightning_cifar.backbones"
 INPUT_SHAPE = (3, 32, 32)
+# Importing this module registers the built-in backbones.
+BUILTINS_MODULE = "lightning_cifar.backbones"
 
 __all__ = [
     "GROUP",
     "BackboneEntry",
     "available",
+    "count_parameters",
     "create",
     "describe",
     "entries",
     "get",
+    "refresh",
+    "register",
+    "unregister",
 ]
+
+Factory = Callable[..., nn.Module]
+F = TypeVar("F", bound=Factory)
+
+
+def target_of(obj: Any) -> str:
+    """``module:qualname``, the way an entry point names an object."""
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', type(obj).__name__)}"
 
 
 @dataclass(frozen=True)
 class BackboneEntry:
-    """One registered backbone: its name, where it points, and who declared it."""
+    """One claim on a name: where it points and who made it."""
 
     name: str
     target: str
     distribution: str
+    factory: Optional[Factory] = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_entry_point(cls, ep: EntryPoint) -> BackboneEntry:
@@ -67,8 +92,10 @@ class BackboneEntry:
     def origin(self) -> str:
         return f"backbone {self.name!r} ({self.target}, from {self.distribution})"
 
-    def load(self) -> Callable[..., nn.Module]:
-        """Import the factory; any failure is reported as this entry's fault."""
+    def load(self) -> Factory:
+        """The factory; an entry point is imported now, and any failure is reported as its fault."""
+        if self.factory is not None:
+            return self.factory
         try:
             factory = EntryPoint(self.name, self.target, GROUP).load()
         except Exception as exc:  # a plugin may fail in any way at import time
@@ -77,22 +104,100 @@ class BackboneEntry:
             raise BackboneLoadError(f"{self.origin} is not callable (got {type(factory).__name__})")
         return factory
 
-    @cached_property
+    @property
     def description(self) -> str:
         """The first line of the factory's docstring."""
         doc = inspect.getdoc(self.load()) or ""
         return doc.strip().splitlines()[0] if doc.strip() else "(no description)"
 
 
+_lock = threading.RLock()
+_in_code: dict[str, BackboneEntry] = {}
+_from_metadata: Optional[dict[str, list[BackboneEntry]]] = None
+_builtins_loaded = False
+
+
+def _code_owner(factory: Factory) -> str:
+    module = getattr(factory, "__module__", "") or ""
+    if module.startswith("lightning_cifar."):
+        from lightning_cifar import __version__
+
+        return f"lightning-cifar {__version__} (built in)"
+    return f"code (module {module or '?'})"
+
+
+def register(name: str, factory: Optional[F] = None, *, replace: bool = False) -> Any:
+    """Register ``factory`` under ``name``; as a decorator, ``@register("name")``.
+
+    Registering the same definition again (a notebook cell run twice) replaces it;
+    another factory under a taken name is an error unless ``replace=True``.
+    """
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise BackboneConfigError(f"backbone name {name!r}: must be a non-empty string without surrounding spaces")
+
+    def add(fn: F) -> F:
+        if not callable(fn):
+            raise BackboneConfigError(f"register({name!r}, ...): {type(fn).__name__} is not callable")
+        entry = BackboneEntry(name, target_of(fn), _code_owner(fn), fn)
+        with _lock:
+            known = _in_code.get(name)
+            if known is not None and known.target != entry.target and not replace:
+                raise DuplicateBackboneError(
+                    f"backbone name {name!r} is already registered by {known.distribution} ({known.target});"
+                    f" {entry.target} cannot take it (pass replace=True to replace it on purpose)"
+                )
+            _in_code[name] = entry
+        return fn
+
+    return add if factory is None else add(factory)
+
+
+def unregister(name: str) -> None:
+    """Remove a backbone registered in code (entry points are removed by uninstalling their distribution)."""
+    with _lock:
+        if _in_code.pop(name, None) is None:
+            raise UnknownBackboneError(f"unregister({name!r}): no backbone of that name was registered in code")
+
+
+def refresh() -> None:
+    """Read the installed distributions' entry points again on the next lookup."""
+    global _from_metadata
+    with _lock:
+        _from_metadata = None
+
+
+def _metadata_entries() -> dict[str, list[BackboneEntry]]:
+    global _from_metadata
+    with _lock:
+        if _from_metadata is None:
+            found: dict[str, list[BackboneEntry]] = {}
+            for ep in entry_points(group=GROUP):
+                entry = BackboneEntry.from_entry_point(ep)
+                claims = found.setdefault(entry.name, [])
+                if entry not in claims:
+                    claims.append(entry)
+            _from_metadata = found
+        return _from_metadata
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        importlib.import_module(BUILTINS_MODULE)
+        _builtins_loaded = True
+
+
 def entries() -> dict[str, list[BackboneEntry]]:
-    """Every name in the group with the entries that claim it (more than one is a conflict)."""
-    found: dict[str, list[BackboneEntry]] = {}
-    for ep in entry_points(group=GROUP):
-        entry = BackboneEntry.from_entry_point(ep)
-        claims = found.setdefault(entry.name, [])
-        if entry not in claims:
-            claims.append(entry)
-    return dict(sorted(found.items()))
+    """Every registered name with the claims on it (more than one claim is a conflict)."""
+    _load_builtins()
+    with _lock:
+        merged = {name: [entry] for name, entry in _in_code.items()}
+        for name, claims in _metadata_entries().items():
+            mine = merged.setdefault(name, [])
+            # Metadata left by an older install of this package may still point at a built-in:
+            # the same object, so no conflict.
+            mine.extend(c for c in claims if c.target not in {m.target for m in mine})
+        return dict(sorted(merged.items()))
 
 
 def available(pattern: str = "*") -> list[str]:
@@ -115,7 +220,7 @@ def get(name: str) -> BackboneEntry:
     if len(claims) > 1:
         who = " and ".join(f"{c.distribution} ({c.target})" for c in claims)
         raise DuplicateBackboneError(
-            f"backbone name {name!r} is registered by more than one distribution: {who};"
+            f"backbone name {name!r} is claimed more than once: by {who};"
             " uninstall one of them or rename its entry point"
         )
     return claims[0]

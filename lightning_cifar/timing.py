@@ -112,7 +112,7 @@ class EpochTestAccuracy(pl.Callback):
         with torch.random.fork_rng(devices=cuda), trainer.precision_plugin.forward_context():
             for images, labels in dm.test_dataloader():
                 images, labels = images.to(pl_module.device), labels.to(pl_module.device)
-                x = dm.standardize(dm.to_float(images))
+                x = dm.to_float(images)
                 metric.update(pl_module.predict_logits(x), labels)
         accuracy = float(metric.compute())
         pl_module.train(was_training)

@@ -18,10 +18,16 @@ def test_every_builtin_maps_images_to_logits(name, num_classes):
     assert torch.isfinite(out).all()
 
 
-def test_builtins_are_registered_through_entry_points():
-    eps = {ep.name: ep for ep in __import__("importlib.metadata").metadata.entry_points(group=registry.GROUP)}
-    for name in PRESETS:
-        assert eps[name].dist.name == "lightning-cifar"
+def test_builtins_are_declared_once_in_code_not_in_package_metadata():
+    from importlib.metadata import entry_points
+
+    ours = [ep for ep in entry_points(group=registry.GROUP) if ep.dist is not None and ep.dist.name == "lightning-cifar"]
+    assert ours == []  # no second declaration in pyproject.toml
+    for name in PRESETS + ["convpool", "mlp_net"]:
+        entry = registry.get(name)
+        assert entry.distribution.startswith("lightning-cifar ") and entry.distribution.endswith("(built in)")
+        module, attr = entry.target.split(":")
+        assert getattr(__import__(module, fromlist=[attr]), attr) is entry.load()  # the name an entry point would use
 
 
 def conv_layers(net):

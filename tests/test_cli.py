@@ -1,4 +1,4 @@
-"""The console scripts end to end, in subprocesses, on the tiny dataset."""
+"""The command line on the tiny dataset: one real `fit` in a subprocess, the rest in this process."""
 
 import csv
 import shutil
@@ -9,13 +9,21 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, TINY_DATA_ARGS, run_cli, scalars
-from lightning_cifar import CIFAR10DataModule, Classifier
+from conftest import REPO, SMALL_NET, TINY_DATA_ARGS, one_line_error, run_cli, scalars, tiny_test_set
+from lightning_cifar import Classifier
+from lightning_cifar.data import CIFAR10DataModule
+
+
+def accuracy_of(ckpt, images, labels) -> float:
+    """Test accuracy of a checkpoint, evaluated here without Lightning's loop."""
+    model = Classifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    with torch.no_grad():
+        return float((model.predict_logits(images).argmax(1) == labels).float().mean())
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_cifar):
-    """One real `lightning-cifar fit` run, shared by the tests that inspect what it left."""
+    """One real `lightning-cifar fit` run in a fresh process, shared by the tests that inspect what it left."""
     cwd = tmp_path_factory.mktemp("fit_run")
     data = [f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS]
     result = run_cli(["fit", *data, "--trainer.max_epochs=4", "--seed_everything=1"], cwd)
@@ -23,7 +31,7 @@ def trained(tmp_path_factory, tiny_cifar):
 
 
 def test_fit_writes_tensorboard_scalars_checkpoints_and_config(trained):
-    cwd, _, _ = trained
+    cwd, _, result = trained
     run = cwd / "lightning_logs" / "version_0"
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert "last.ckpt" in names
@@ -31,6 +39,7 @@ def test_fit_writes_tensorboard_scalars_checkpoints_and_config(trained):
     assert len(best) == 1 and best[0].endswith(".ckpt") and "val_acc" in best[0]
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model"]["backbone"] == "cnn_base" and config["data"]["verify"] is False
+    assert config["model"]["normalize"] is True and "normalize" not in config["data"]
     logged = scalars(run)
     assert len(logged["val/acc"]) == 4 and len(logged["train/acc_epoch"]) == 4
     assert {"train/loss_step", "train/lr", "val/loss", "hp_metric"} <= set(logged)
@@ -41,103 +50,145 @@ def test_fit_writes_tensorboard_scalars_checkpoints_and_config(trained):
     assert logged["train/loss_epoch"][-1] < logged["train/loss_epoch"][0]
 
 
-def test_test_from_the_best_checkpoint_logs_test_accuracy(trained):
-    cwd, data, _ = trained
-    result = run_cli(["test", *data, "--ckpt_path=best"], cwd)
-    best = next((cwd / "lightning_logs" / "version_0" / "checkpoints").glob("epoch*.ckpt"))
-    assert f"--ckpt_path=best: using {best.relative_to(cwd)}" in result.stderr + result.stdout
-    assert "test/acc" in result.stdout
-    runs = sorted((cwd / "lightning_logs").iterdir(), key=lambda p: int(p.name.split("_")[1]))
-    logged = scalars(runs[-1])
-    assert 0.0 <= logged["test/acc"][0] <= 1.0 and "test/loss" in logged
+def test_the_model_summary_counts_flops(tmp_path, tiny_cifar, cli):
+    from lightning_cifar import registry
+    from lightning_cifar.summary import forward_flops
+
+    args = ["fit", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, *SMALL_NET, "--trainer.max_steps=1",
+            "--trainer.limit_val_batches=0", "--trainer.enable_model_summary=true", "--trainer.logger=false",
+            "--trainer.enable_checkpointing=false"]
+    result = cli(args, tmp_path)
+    output = result.stdout + result.stderr
+    flops = forward_flops(registry.create("convpool", widths=[8, 16], kernels=[5, 3]))
+    line = next(line for line in output.splitlines() if line.rstrip().endswith("Total Flops"))
+    assert line.split()[0] == f"{flops / 1e6:.1f}" and line.split()[1] == "M", output  # per image, not 0
 
 
-def test_validate_and_predict_agree_with_load_from_checkpoint(trained, tiny_cifar):
+@pytest.fixture(scope="module")
+def best_not_newest(tmp_path_factory, tiny_cifar):
+    """A run with three scored checkpoints whose newest is its worst: the classifier head is zeroed
+    before the last validation, so every image gets the same class."""
+    cwd = tmp_path_factory.mktemp("best_run")
+    data = [f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, *SMALL_NET]
+    run_cli(["fit", *data, "--trainer.max_epochs=3", "--seed_everything=2", "--checkpoint.save_top_k=3",
+             "--trainer.precision=32-true", "--trainer.callbacks+=reliability_probes.ZeroHeadBeforeValidation",
+             "--trainer.callbacks.epoch=2"], cwd, env={"PYTHONPATH": str(REPO / "tests")})
+    folder = cwd / "lightning_logs" / "version_0" / "checkpoints"
+    scored = {p: float(p.stem.split("val_acc")[1]) for p in folder.glob("epoch*.ckpt")}
+    assert len(scored) == 3
+    newest = max(scored, key=lambda p: p.stat().st_mtime_ns)
+    assert newest.name.startswith("epoch002") and scored[newest] < max(scored.values()), scored
+    return cwd, data, scored
+
+
+def test_best_is_the_highest_score_not_the_newest_file(best_not_newest, tiny_cifar, cli):
+    cwd, data, scored = best_not_newest
+    best = max(scored, key=scored.get)
+    result = cli(["test", *data, "--trainer.precision=32-true", "--ckpt_path=best"], cwd)
+    output = result.stdout + result.stderr
+    assert f"--ckpt_path=best: using {best.relative_to(cwd)} (best val/acc {scored[best]:.4f}" in output
+    logged = scalars(cwd / "lightning_logs" / "version_1")["test/acc"][0]
+    assert logged == pytest.approx(accuracy_of(best, *tiny_test_set(tiny_cifar)), abs=1e-6)
+
+
+def test_best_falls_back_to_the_scores_in_the_file_names(best_not_newest, tmp_path):
+    from lightning_cifar.run_folders import find_checkpoint
+
+    cwd, _, scored = best_not_newest
+    copy = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    copy.mkdir(parents=True)
+    for path in scored:  # no last.ckpt: the newest file left records only what it knew
+        shutil.copy2(path, copy / path.name)
+    (copy / max(scored, key=lambda p: p.stat().st_mtime_ns).name).write_bytes(b"not a checkpoint")
+    found = find_checkpoint("best", tmp_path)
+    assert found.path.name == max(scored, key=scored.get).name and "file names" in found.why
+
+
+def test_validate_and_predict_agree_with_load_from_checkpoint(trained, tiny_cifar, cli):
     cwd, data, _ = trained
     ckpt = cwd / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    result = run_cli(["validate", *data, "--ckpt_path=last"], cwd)
+    result = cli(["validate", *data, "--ckpt_path=last"], cwd)
     assert "val/acc" in result.stdout
     out = cwd / "predictions"
-    run_cli(["predict", *data, f"--ckpt_path={ckpt}", f"--predictions.output_dir={out}"], cwd)
+    cli(["predict", *data, f"--ckpt_path={ckpt}", f"--predictions.output_dir={out}"], cwd)
     with open(out / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 60 and set(rows[0]) >= {"index", "pred", "pred_class", "prob", "target"}
 
     model = Classifier.load_from_checkpoint(ckpt)  # no extra arguments
     assert model.hparams.backbone == "cnn_base"
-    dm = CIFAR10DataModule(tiny_cifar, verify=False, download=False)
-    dm.setup("test")
-    x = dm.standardize(dm.to_float(dm.test_set.images))
+    images, labels = tiny_test_set(tiny_cifar)  # plain [0, 1] images: the model standardises them
     model.eval()
     with torch.no_grad():
-        preds = model(x).argmax(1)
+        preds = model(images).argmax(1)
     assert [int(r["pred"]) for r in rows] == preds.tolist()
-    assert [int(r["target"]) for r in rows] == dm.test_set.labels.tolist()
+    assert [int(r["target"]) for r in rows] == labels.tolist()
 
 
-def test_print_config_round_trips_through_yaml(tmp_path):
+def test_print_config_round_trips_through_yaml(tmp_path, cli):
     args = ["fit", "--model.backbone=cnn_wide", '--model.backbone_kwargs={"width_mult": 0.5, "kernels": [5, 3, 3]}',
             "--data.batch_size=128", "--print_config"]
-    first = run_cli(args, tmp_path).stdout
+    first = cli(args, tmp_path).stdout
     (tmp_path / "config.yaml").write_text(first)
-    second = run_cli(["fit", "-c", "config.yaml", "--print_config"], tmp_path).stdout
+    second = cli(["fit", "-c", "config.yaml", "--print_config"], tmp_path).stdout
     assert first == second
     config = yaml.safe_load(first)
     assert config["model"]["backbone"] == "cnn_wide"
     assert config["model"]["backbone_kwargs"] == {"width_mult": 0.5, "kernels": [5, 3, 3]}
     assert config["data"]["batch_size"] == 128
+    assert config["checkpoint"]["monitor"] == "val/acc" and config["report"]["enabled"] is True
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
-def test_shipped_configs_parse(config, tmp_path):
-    result = run_cli(["fit", "-c", str(REPO / "configs" / config), "--print_config"], tmp_path)
-    assert yaml.safe_load(result.stdout)["model"]["backbone"]
+def test_shipped_configs_parse(config, tmp_path, cli):
+    result = cli(["fit", "-c", str(REPO / "configs" / config), "--print_config"], tmp_path)
+    parsed = yaml.safe_load(result.stdout)
+    assert parsed["model"]["backbone"] and isinstance(parsed["model"]["normalize"], bool)
 
 
-def one_line_error(result, exit_code=2):
-    """The error is one line, the last one, after at most Lightning's own info lines; no traceback."""
-    assert result.returncode == exit_code, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if "error" in line.lower()]
-    assert "Traceback" not in result.stderr and len(errors) == 1 and errors[0] == lines[-1], result.stderr
-    assert errors[0].startswith("lightning-cifar: error: ")
-    return errors[0]
+@pytest.mark.parametrize("where", ["argument", "config file"])
+def test_the_moved_normalize_option_says_where_it_went(tmp_path, cli, where):
+    if where == "argument":
+        args = ["fit", "--data.normalize=false"]
+    else:
+        (tmp_path / "old.yaml").write_text("data:\n  normalize: false\n")
+        args = ["fit", "-c", "old.yaml"]
+    line = one_line_error(cli(args, tmp_path, check=False))
+    assert "data.normalize has moved to model.normalize" in line
 
 
-def test_unknown_backbone_is_one_line_and_exit_2(tmp_path, tiny_cifar):
-    result = run_cli(["fit", "--model.backbone=cnn_wdie", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS],
-                     tmp_path, check=False)
+def test_unknown_backbone_is_one_line_and_exit_2(tmp_path, tiny_cifar, cli):
+    result = cli(["fit", "--model.backbone=cnn_wdie", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS],
+                 tmp_path, check=False)
     line = one_line_error(result)
     assert "'cnn_wdie'" in line and "Did you mean 'cnn_wide'" in line
 
 
-def test_backbone_kwargs_it_does_not_take_are_one_line(tmp_path, tiny_cifar):
-    result = run_cli(["fit", '--model.backbone_kwargs={"kernels": [3, 5, 7]}', f"--data.data_dir={tiny_cifar}",
-                      *TINY_DATA_ARGS], tmp_path, check=False)
+def test_backbone_kwargs_it_does_not_take_are_one_line(tmp_path, tiny_cifar, cli):
+    result = cli(["fit", '--model.backbone_kwargs={"kernels": [3, 5, 7]}', f"--data.data_dir={tiny_cifar}",
+                  *TINY_DATA_ARGS], tmp_path, check=False)
     assert "must not increase" in one_line_error(result)
 
 
-def test_missing_data_without_download_is_one_line(tmp_path):
-    result = run_cli(["fit", f"--data.data_dir={tmp_path / 'nowhere'}", "--data.download=false"], tmp_path, check=False)
+def test_missing_data_without_download_is_one_line(tmp_path, cli):
+    result = cli(["fit", f"--data.data_dir={tmp_path / 'nowhere'}", "--data.download=false"], tmp_path, check=False)
     assert "--data.data_dir" in one_line_error(result)
 
 
-def test_offline_default_run_says_how_to_point_at_the_data(tmp_path):
+def test_offline_default_run_says_how_to_point_at_the_data(tmp_path, cli):
     # A proxy on a closed loopback port makes the download fail at once, as offline.
     closed = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "no_proxy": ""}
-    result = run_cli(["fit"], tmp_path, env=closed, check=False)
-    line = one_line_error(result)
+    line = one_line_error(cli(["fit"], tmp_path, env=closed, check=False))
     assert "could not download CIFAR-10" in line and "--data.data_dir" in line
 
 
-def test_checkpoint_alias_with_no_runs_is_one_line(tmp_path, tiny_cifar):
-    result = run_cli(["test", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--ckpt_path=last"], tmp_path,
-                     check=False)
+def test_checkpoint_alias_with_no_runs_is_one_line(tmp_path, tiny_cifar, cli):
+    result = cli(["test", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--ckpt_path=last"], tmp_path, check=False)
     assert "--ckpt_path=last: no last checkpoint" in one_line_error(result)
 
 
-def test_parse_errors_exit_2(tmp_path):
-    result = run_cli(["fit", "--model.optimizer=rmsprop", "--print_config"], tmp_path, check=False)
+def test_parse_errors_exit_2(tmp_path, cli):
+    result = cli(["fit", "--model.optimizer=rmsprop", "--print_config"], tmp_path, check=False)
     assert result.returncode == 2 and "rmsprop" in result.stderr
 
 
@@ -147,12 +198,13 @@ def test_lightning_alias_runs_the_same_cli(tmp_path):
     assert canonical == alias
     assert [line.split()[0] for line in canonical.splitlines()] == ["cnn_base", "cnn_deep", "cnn_fast", "cnn_seed", "cnn_wide"]
     assert "131,370" in canonical
-    assert subprocess.run([sys.executable, "-m", "lightning_cifar", "backbones", "mlp*"], capture_output=True,
-                          text=True, cwd=tmp_path).stdout.split()[::1][0] == "mlp"
+    module = subprocess.run([sys.executable, "-m", "lightning_cifar", "backbones", "mlp*"], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=120)
+    assert module.stdout.split()[0] == "mlp"
 
 
-def test_no_backbone_matches_pattern_is_an_error(tmp_path):
-    assert "no backbone matches 'resnet*'" in one_line_error(run_cli(["backbones", "resnet*"], tmp_path, check=False))
+def test_no_backbone_matches_pattern_is_an_error(tmp_path, cli):
+    assert "no backbone matches 'resnet*'" in one_line_error(cli(["backbones", "resnet*"], tmp_path, check=False))
 
 
 def test_example_plugin_installs_registers_and_trains(tmp_path, tiny_cifar):
@@ -162,7 +214,7 @@ def test_example_plugin_installs_registers_and_trains(tmp_path, tiny_cifar):
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
          "--target", str(site), str(source)],
-        check=True, capture_output=True, text=True,
+        check=True, capture_output=True, text=True, timeout=300,
     )
     assert (site / "lightning_cifar_allconv-0.1.0.dist-info" / "entry_points.txt").is_file()
     env = {"PYTHONPATH": str(site)}
@@ -171,11 +223,18 @@ def test_example_plugin_installs_registers_and_trains(tmp_path, tiny_cifar):
     run_cli(["fit", "--model.backbone=allconv", '--model.backbone_kwargs={"width": 8}', "--trainer.max_epochs=1",
              "--trainer.precision=bf16-mixed", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS], tmp_path, env=env)
     ckpt = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    assert torch.load(ckpt, weights_only=False)["hyper_parameters"]["backbone"] == "allconv"
+    assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["backbone"] == "allconv"
     assert "val/acc" in scalars(ckpt.parent.parent)
 
 
-def test_help_lists_the_other_commands_one_per_line(tmp_path):
-    lines = run_cli(["--help"], tmp_path).stdout.splitlines()
+def test_help_lists_the_other_commands_one_per_line(tmp_path, cli):
+    lines = cli(["--help"], tmp_path).stdout.splitlines()
     for command in ("backbones [PATTERN]", "study -c STUDY.yaml", "summary --model.backbone", "export --ckpt_path"):
         assert any(line.strip().startswith(f"lightning-cifar {command}") for line in lines), command
+
+
+def test_the_data_module_yields_unit_range_images_for_the_model(tiny_cifar):
+    dm = CIFAR10DataModule(tiny_cifar, verify=False, download=False, val_split=40, augment="none")
+    dm.setup("fit")
+    x, _ = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
+    assert x.dtype == torch.float32 and float(x.min()) >= 0.0 and float(x.max()) <= 1.0

@@ -10,14 +10,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from cifar_files import CLASSES
-from conftest import TINY_DATA_ARGS, run_cli, scalars
+from conftest import SMALL_NET, TINY_DATA_ARGS, fit_in_process, one_line_error, run_cli, scalars, tiny_test_set
 from lightning_cifar import CIFAR10DataModule, Classifier, registry
 from lightning_cifar.evaluation_report import ScoredImages, calibration_bins
 from lightning_cifar.export import load_for_export
+from lightning_cifar.input_norm import CIFAR10_MEAN
 from lightning_cifar.summary import forward_flops
-from test_cli import one_line_error
-
-SMALL_NET = ["--model.backbone=convpool", '--model.backbone_kwargs={"widths": [8, 16], "kernels": [5, 3]}']
 REPORT_FILES = ["confusion_matrix.png", "per_class_accuracy.png", "reliability_diagram.png", "confident_mistakes.png"]
 
 
@@ -27,19 +25,18 @@ def tested(tmp_path_factory, tiny_cifar):
     cwd = tmp_path_factory.mktemp("tested")
     # fp32, so that the independent evaluations below reproduce the logged numbers closely.
     data = [f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--trainer.precision=32-true"]
-    run_cli(["fit", *data, *SMALL_NET, "--trainer.max_epochs=3"], cwd)
-    result = run_cli(["test", *data, *SMALL_NET, "--ckpt_path=last"], cwd)
+    fit_in_process(["fit", *data, *SMALL_NET, "--trainer.max_epochs=3"], cwd)
+    result = run_cli(["test", *data, *SMALL_NET, "--ckpt_path=last"], cwd)  # the console script, end to end
     ckpt = cwd / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     return cwd, ckpt, cwd / "lightning_logs" / "version_1", result
 
 
 def independent_predictions(ckpt, tiny_cifar):
     model = Classifier.load_from_checkpoint(ckpt, weights_only=True).eval()
-    dm = CIFAR10DataModule(tiny_cifar, verify=False, download=False)
-    dm.setup("test")
+    images, labels = tiny_test_set(tiny_cifar)
     with torch.no_grad():
-        probs = model.predict_logits(dm.standardize(dm.to_float(dm.test_set.images))).softmax(1)
-    return probs, dm.test_set.labels
+        probs = model.predict_logits(images).softmax(1)
+    return probs, labels
 
 
 def test_test_writes_the_report_as_files(tested, tiny_cifar):
@@ -116,12 +113,12 @@ def image_folder(tmp_path_factory):
     return folder, exact
 
 
-def test_predict_classifies_every_image_in_a_folder_and_lists_the_broken(tested, image_folder, tmp_path):
+def test_predict_classifies_every_image_in_a_folder_and_lists_the_broken(tested, image_folder, tmp_path, cli):
     _, ckpt, _, _ = tested
     folder, exact = image_folder
     out = tmp_path / "out"
     # No CIFAR-10 anywhere: predicting a folder needs only the checkpoint.
-    result = run_cli(["predict", f"--data.data_dir={tmp_path / 'no_data'}", "--data.download=false", *SMALL_NET,
+    result = cli(["predict", f"--data.data_dir={tmp_path / 'no_data'}", "--data.download=false", *SMALL_NET,
                       "--trainer.precision=32-true",
                       f"--ckpt_path={ckpt}", f"--data.predict_dir={folder}", f"--predictions.output_dir={out}"],
                      tmp_path)
@@ -141,94 +138,117 @@ def test_predict_classifies_every_image_in_a_folder_and_lists_the_broken(tested,
 
     # An image that is already 32x32 RGB reaches the network pixel for pixel.
     model = Classifier.load_from_checkpoint(ckpt, weights_only=True).eval()
-    dm = CIFAR10DataModule(tmp_path, download=False)
-    x = dm.standardize(dm.to_float(torch.from_numpy(exact).permute(2, 0, 1)[None]))
+    x = CIFAR10DataModule.to_float(torch.from_numpy(exact).permute(2, 0, 1)[None])
     with torch.no_grad():
         probs = model.predict_logits(x).softmax(1)[0]
     assert rows["exact_32.png"]["pred_class"] == CLASSES[int(probs.argmax())]
     assert float(rows["exact_32.png"]["prob"]) == pytest.approx(float(probs.max()), abs=1e-5)
 
 
-def test_a_folder_with_no_readable_images_is_one_line(tested, tmp_path):
+def test_a_folder_with_no_readable_images_is_one_line(tested, tmp_path, cli):
     _, ckpt, _, _ = tested
     (tmp_path / "empty").mkdir()
-    result = run_cli(["predict", *SMALL_NET, f"--ckpt_path={ckpt}", f"--data.predict_dir={tmp_path / 'empty'}",
-                      "--data.download=false"], tmp_path, check=False)
+    result = cli(["predict", *SMALL_NET, f"--ckpt_path={ckpt}", f"--data.predict_dir={tmp_path / 'empty'}",
+                  "--data.download=false"], tmp_path, check=False)
     assert "no readable PNG/JPEG images in" in one_line_error(result)
-    result = run_cli(["predict", *SMALL_NET, f"--ckpt_path={ckpt}", "--data.predict_dir=nowhere",
-                      "--data.download=false"], tmp_path, check=False)
+    result = cli(["predict", *SMALL_NET, f"--ckpt_path={ckpt}", "--data.predict_dir=nowhere",
+                  "--data.download=false"], tmp_path, check=False)
     assert "predict_dir='nowhere' is not a folder" in one_line_error(result)
 
 
 # -- export ------------------------------------------------------------------------------------
 
 
-def reference_logits(ckpt, images):
+def checkpoint_logits(ckpt, images):
+    """What a user gets from the checkpoint in Python: [0, 1] images in, logits out (TTA off)."""
     model = Classifier.load_from_checkpoint(ckpt, weights_only=True).eval()
-    dm = CIFAR10DataModule(".", download=False)
+    assert not model.hparams.tta
     with torch.no_grad():
-        return model.predict_logits(dm.standardize(images))
+        return model(images)
 
 
-def test_torchscript_export_gives_the_checkpoints_logits(tested, tmp_path):
+def test_torchscript_export_gives_the_checkpoints_logits(tested, tmp_path, cli):
     _, ckpt, _, _ = tested
     out = tmp_path / "model.pt"
-    run_cli(["export", f"--ckpt_path={ckpt}", "--format=torchscript", f"--output={out}"], tmp_path)
+    cli(["export", f"--ckpt_path={ckpt}", "--format=torchscript", f"--output={out}"], tmp_path)
     images = torch.rand(7, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         exported = torch.jit.load(str(out))(images)
-    assert (exported - reference_logits(ckpt, images)).abs().max() < 1e-4
+    assert (exported - checkpoint_logits(ckpt, images)).abs().max() < 1e-4
 
 
-def test_onnx_export_gives_the_checkpoints_logits(tested, tmp_path):
+def test_onnx_export_gives_the_checkpoints_logits(tested, tmp_path, cli):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
     ort = pytest.importorskip("onnxruntime")
     _, ckpt, _, _ = tested
-    result = run_cli(["export", f"--ckpt_path={ckpt}"], tmp_path)
-    out = ckpt.with_suffix(".onnx")
+    source = tmp_path / "model.ckpt"
+    source.write_bytes(ckpt.read_bytes())
+    result = cli(["export", f"--ckpt_path={source}"], tmp_path)
+    out = tmp_path / "model.onnx"
     assert f"wrote {out}" in result.stdout
     images = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     (exported,) = session.run(["logits"], {"images": images.numpy()})
-    assert np.abs(exported - reference_logits(ckpt, images).numpy()).max() < 1e-4
+    assert np.abs(exported - checkpoint_logits(source, images).numpy()).max() < 1e-4
 
 
-def test_export_refuses_bad_formats_and_missing_files(tested, tmp_path):
+def test_export_never_writes_over_its_input_and_replaces_only_with_overwrite(tested, tmp_path, cli):
+    _, ckpt, _, _ = tested
+    source = tmp_path / "model.pt"  # a checkpoint that happens to carry TorchScript's suffix
+    source.write_bytes(ckpt.read_bytes())
+    before = source.read_bytes()
+    result = cli(["export", f"--ckpt_path={source}", "--format=torchscript"], tmp_path)
+    assert f"wrote {tmp_path / 'model.torchscript.pt'}" in result.stdout and source.read_bytes() == before
+
+    for extra in ([], ["--overwrite"]):
+        line = one_line_error(cli(["export", f"--ckpt_path={source}", "--format=torchscript", f"--output={source}",
+                                   *extra], tmp_path, check=False))
+        assert f"--output={source} is the checkpoint being exported" in line and source.read_bytes() == before
+
+    taken = tmp_path / "taken.pt"
+    taken.write_bytes(b"someone's file")
+    line = one_line_error(cli(["export", f"--ckpt_path={source}", "--format=torchscript", f"--output={taken}"],
+                              tmp_path, check=False))
+    assert f"{taken} already exists; pass --overwrite" in line and taken.read_bytes() == b"someone's file"
+    cli(["export", f"--ckpt_path={source}", "--format=torchscript", f"--output={taken}", "--overwrite"], tmp_path)
+    assert torch.jit.load(str(taken)) is not None and source.read_bytes() == before
+
+
+def test_export_refuses_bad_formats_and_missing_files(tested, tmp_path, cli):
     _, ckpt, _, _ = tested
     assert "--format='keras': allowed values are 'onnx', 'torchscript'" in one_line_error(
-        run_cli(["export", f"--ckpt_path={ckpt}", "--format=keras"], tmp_path, check=False))
+        cli(["export", f"--ckpt_path={ckpt}", "--format=keras"], tmp_path, check=False))
     assert "--ckpt_path=gone.ckpt: no such file" in one_line_error(
-        run_cli(["export", "--ckpt_path=gone.ckpt"], tmp_path, check=False))
+        cli(["export", "--ckpt_path=gone.ckpt"], tmp_path, check=False))
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*tmp"))
 
 
-def test_exported_module_builds_in_the_normalisation(tested):
+def test_exported_module_builds_in_the_standardisation(tested):
     _, ckpt, _, _ = tested
     net = load_for_export(str(ckpt))
-    assert net.normalize and torch.allclose(net.mean.flatten(), torch.tensor([0.4914, 0.4822, 0.4465]))
+    assert net.input_norm.enabled and torch.allclose(net.input_norm.mean.flatten(), torch.tensor(CIFAR10_MEAN))
 
 
 # -- summary -----------------------------------------------------------------------------------
 
 
-def test_summary_shows_falling_kernels_shapes_params_and_flops(tmp_path):
-    out = run_cli(["summary", "--model.backbone=cnn_base"], tmp_path).stdout
+def test_summary_shows_falling_kernels_shapes_params_and_flops(tmp_path, cli):
+    out = cli(["summary", "--model.backbone=cnn_base"], tmp_path).stdout
     convs = [line.split() for line in out.splitlines() if " Conv2d " in line]
     assert [c[2] for c in convs] == ["7x7", "5x5", "3x3"]
     assert [c[3] for c in convs] == ["32x32x32", "64x16x16", "128x8x8"]
     net = registry.create("cnn_base")
     assert f"total parameters: {registry.count_parameters(net):,}" in out
     assert f"FLOPs per image (forward): {forward_flops(net):,}" in out
-    wide = run_cli(["summary", "--model.backbone=cnn_base", '--model.backbone_kwargs={"width_mult": 2}'],
-                   tmp_path).stdout
+    wide = cli(["summary", "--model.backbone=cnn_base", '--model.backbone_kwargs={"width_mult": 2}'], tmp_path).stdout
     assert "total parameters: 512,586" in wide  # = cnn_wide
 
 
-def test_summary_reads_the_model_from_a_config_and_names_bad_kwargs(tmp_path):
+def test_summary_reads_the_model_from_a_config_and_names_bad_kwargs(tmp_path, cli):
     config = tmp_path / "fit.yaml"
     config.write_text("model:\n  backbone: mlp_seed\n")
-    assert "total parameters: 404,010" in run_cli(["summary", "-c", str(config)], tmp_path).stdout
-    line = one_line_error(run_cli(["summary", "--model.backbone=cnn_base", '--model.backbone_kwargs={"depth": 3}'],
-                                  tmp_path, check=False))
+    assert "total parameters: 404,010" in cli(["summary", "-c", str(config)], tmp_path).stdout
+    line = one_line_error(cli(["summary", "--model.backbone=cnn_base", '--model.backbone_kwargs={"depth": 3}'],
+                              tmp_path, check=False))
     assert "depth" in line and "widths" in line

@@ -2,8 +2,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from lightning_cifar import CIFAR10DataModule, Classifier
+from conftest import tiny_test_set, trainer
+from lightning_cifar import Classifier
+from lightning_cifar.callbacks import LatestCheckpoint
 from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.input_norm import CIFAR10_MEAN, CIFAR10_STD
+from lightning_cifar.loss_guard import NonFiniteLossGuard
 from lightning_cifar.schedules import lr_multiplier
 
 
@@ -26,18 +30,6 @@ def test_onecycle_warms_up_then_decays_linearly():
     assert values[60] == pytest.approx(0.5)
 
 
-def trainer(tmp_path, **kwargs):
-    return pl.Trainer(
-        default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, **kwargs,
-    )
-
-
-@pytest.fixture
-def tiny_dm(tiny_cifar):
-    return CIFAR10DataModule(tiny_cifar, verify=False, download=False, val_split=40, batch_size=32)
-
-
 @pytest.mark.parametrize("steps", [1, 2, 3])
 @pytest.mark.parametrize("scheduler", ["onecycle", "cosine", "none"])
 def test_a_few_steps_train_with_every_schedule(tmp_path, tiny_dm, steps, scheduler):
@@ -55,12 +47,17 @@ def test_optimizers(optimizer):
     assert opt.param_groups[0]["lr"] == 0.01
 
 
-def test_bf16_mixed_precision_trains_on_cpu(tmp_path, tiny_dm):
-    model = Classifier("cnn_base")
-    t = trainer(tmp_path, max_epochs=1, precision="bf16-mixed", limit_val_batches=1)
+def test_bf16_mixed_precision_trains_on_cpu_and_learns(tmp_path, tiny_dm):
+    pl.seed_everything(0, verbose=False)
+    model = Classifier("convpool", backbone_kwargs={"widths": [8, 16], "kernels": [5, 3]}, lr=0.2)
+    dtypes = []
+    conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    t = trainer(tmp_path, max_epochs=6, precision="bf16-mixed")
     t.fit(model, tiny_dm)
-    assert torch.isfinite(t.callback_metrics["train/loss_epoch"])
-    assert 0.0 <= float(t.callback_metrics["val/acc"]) <= 1.0
+    assert dtypes and set(dtypes) == {torch.bfloat16}  # every training and validation step ran in bf16
+    logged = t.callback_metrics
+    assert torch.isfinite(logged["train/loss_epoch"]) and float(logged["val/acc"]) >= 0.8  # chance: 0.1
 
 
 def test_load_from_checkpoint_rebuilds_the_backbone_from_name_and_kwargs(tmp_path, tiny_dm):
@@ -72,7 +69,7 @@ def test_load_from_checkpoint_rebuilds_the_backbone_from_name_and_kwargs(tmp_pat
     loaded = Classifier.load_from_checkpoint(path)
     assert loaded.hparams.backbone_kwargs == {"widths": [8, 16], "kernels": [5, 3]}
     assert loaded.hparams.lr == 0.02
-    x = torch.randn(4, 3, 32, 32)
+    x = torch.rand(4, 3, 32, 32)
     model.eval(), loaded.eval()
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
@@ -80,6 +77,61 @@ def test_load_from_checkpoint_rebuilds_the_backbone_from_name_and_kwargs(tmp_pat
     assert set(torch.load(path, weights_only=True)["hyper_parameters"]) <= set(
         Classifier.__init__.__code__.co_varnames
     )
+
+
+def test_the_model_standardises_unit_range_images_itself():
+    model = Classifier("convpool", backbone_kwargs={"widths": [8, 16], "kernels": [5, 3]}).eval()
+    images = torch.rand(4, 3, 32, 32)
+    mean, std = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(model(images), model.backbone((images - mean) / std), atol=1e-6)
+        model.input_norm.enabled = False
+        assert torch.equal(model(images), model.backbone(images))
+    raw = Classifier("mlp_seed", normalize=False).eval()
+    with torch.no_grad():
+        assert torch.equal(raw(images), raw.backbone(images))
+    # Constants, not weights: a state dict without them (an older checkpoint) loads strictly.
+    assert not any(key.startswith("input_norm") for key in model.state_dict())
+
+
+@pytest.fixture
+def legacy_checkpoint(tmp_path, tiny_dm):
+    """A checkpoint as lightning-cifar 0.1 wrote it: no `normalize` in the model's hyperparameters; the
+    data module standardised the images (its own `normalize`), and the model saw standardised input."""
+
+    def write(data_normalize):
+        model = Classifier("convpool", backbone_kwargs={"widths": [8, 16], "kernels": [5, 3]},
+                           normalize=data_normalize)
+        t = trainer(tmp_path, max_steps=3, limit_val_batches=0)
+        t.fit(model, tiny_dm)
+        path = tmp_path / f"v01-{data_normalize}.ckpt"
+        t.save_checkpoint(path)
+        checkpoint = torch.load(path, weights_only=True)
+        del checkpoint["hyper_parameters"]["normalize"]
+        checkpoint["datamodule_hyper_parameters"] = {**dict(tiny_dm.hparams), "normalize": data_normalize}
+        torch.save(checkpoint, path)
+        return path, model.eval()
+
+    return write
+
+
+@pytest.mark.parametrize("data_normalize", [True, False])
+def test_a_checkpoint_of_version_0_1_loads_with_its_data_normalisation(legacy_checkpoint, data_normalize, tiny_cifar):
+    path, reference = legacy_checkpoint(data_normalize)
+    loaded = Classifier.load_from_checkpoint(path).eval()
+    assert loaded.hparams.normalize is data_normalize and loaded.input_norm.enabled is data_normalize
+    images, _ = tiny_test_set(tiny_cifar)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), reference(images))
+
+
+def test_a_checkpoint_of_version_0_1_without_data_settings_is_refused(legacy_checkpoint):
+    path, _ = legacy_checkpoint(True)
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint["datamodule_hyper_parameters"]
+    torch.save(checkpoint, path)
+    with pytest.raises(LightningCifarError, match="whether its inputs were standardised is unknown"):
+        Classifier.load_from_checkpoint(path)
 
 
 @pytest.mark.parametrize("kwargs, message", [({"lr": 0}, "lr=0"), ({"warmup": 1.5}, "warmup=1.5"),
@@ -95,12 +147,39 @@ def test_unbounded_run_with_a_schedule_is_refused(tmp_path, tiny_dm):
         t.fit(Classifier("mlp_seed"), tiny_dm)
 
 
-def test_cli_without_checkpointing_drops_its_checkpoint_callback(tiny_cifar, tmp_path):
-    from lightning_cifar.cli import CifarCLI
+def test_the_loss_guard_comes_with_the_model_into_any_trainer(tmp_path, tiny_dm):
+    t = trainer(tmp_path, max_steps=2, limit_val_batches=0)
+    with pytest.raises(LightningCifarError, match="training loss became"):
+        t.fit(Classifier("mlp_seed", lr=1e30, scheduler="none"), tiny_dm)
+    assert sum(isinstance(cb, NonFiniteLossGuard) for cb in t.callbacks) == 1
 
-    args = [f"--data.data_dir={tiny_cifar}", "--data.verify=false", "--trainer.enable_checkpointing=false",
-            f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"]
-    cli = CifarCLI(Classifier, CIFAR10DataModule, args=args, run=False)
-    assert cli.trainer.checkpoint_callback is None
-    cli = CifarCLI(Classifier, CIFAR10DataModule, args=args[:2] + args[3:], run=False)
-    assert cli.trainer.checkpoint_callback.monitor == "val/acc"
+
+class FlatMetric(Classifier):
+    """Logs the same `flat` value after every validation: no epoch is ever an improvement."""
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        self.log("flat", 0.5)
+
+
+@pytest.mark.parametrize("latest", [True, False])
+def test_last_checkpoint_follows_every_epoch_even_without_improvement(tmp_path, tiny_dm, latest):
+    kind = LatestCheckpoint if latest else pl.callbacks.ModelCheckpoint
+    checkpoint = kind(dirpath=tmp_path / "ckpts", monitor="flat", mode="max", save_last=True, save_top_k=1,
+                      filename="{epoch}")
+    t = pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False,
+                   enable_model_summary=False, max_epochs=3, callbacks=[checkpoint])
+    t.fit(FlatMetric("mlp_seed"), tiny_dm)
+    last = torch.load(tmp_path / "ckpts" / "last.ckpt", weights_only=True)
+    assert [p.name for p in (tmp_path / "ckpts").glob("epoch*.ckpt")] == ["epoch=0.ckpt"]  # never improved
+    # Ours is rewritten after every validation; Lightning's own stays at the last improvement.
+    assert last["epoch"] == (2 if latest else 0)
+
+
+def test_last_checkpoint_is_written_at_epoch_end_when_there_is_no_validation(tmp_path, tiny_dm):
+    checkpoint = LatestCheckpoint(dirpath=tmp_path / "ckpts", save_last=True)
+    t = pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False,
+                   enable_model_summary=False, max_epochs=2, limit_val_batches=0, callbacks=[checkpoint])
+    t.fit(Classifier("mlp_seed"), tiny_dm)
+    last = torch.load(tmp_path / "ckpts" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 1 and last["global_step"] == 10

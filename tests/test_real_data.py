@@ -3,8 +3,7 @@
 import pytest
 import yaml
 
-from conftest import REAL_CIFAR, REPO, run_cli
-from test_cli import scalars
+from conftest import REAL_CIFAR, REPO, run_cli, scalars
 
 pytestmark = [
     pytest.mark.slow,

@@ -29,15 +29,29 @@ def unique(prefix):
 
 @pytest.fixture
 def plugin_site(tmp_path, monkeypatch):
-    """Install fake distributions by putting their metadata on sys.path."""
+    """Install fake distributions by putting their metadata on sys.path (and rescan entry points,
+    which the registry reads once per process)."""
     site = tmp_path / "site"
     site.mkdir()
     monkeypatch.syspath_prepend(str(site))
 
     def install(dist_name, entry_points, modules):
         make_distribution(site, dist_name, entry_points, modules)
+        registry.refresh()
 
-    return install
+    yield install
+    monkeypatch.undo()
+    registry.refresh()
+
+
+@pytest.fixture
+def in_code():
+    """Names registered in code by a test, removed again afterwards."""
+    names = []
+    yield names
+    for name in names:
+        if name in registry.available():
+            registry.unregister(name)
 
 
 def test_available_lists_sorted_names_and_filters_with_wildcards():
@@ -147,3 +161,77 @@ def test_a_module_class_is_a_valid_entry_point(plugin_site):
     assert registry.create(name, width=6).conv.out_channels == 6
     with pytest.raises(BackboneConfigError, match="it takes: width"):
         registry.create(name, depth=3)
+
+
+# -- registering in code -----------------------------------------------------------------------
+
+
+def test_the_decorator_registers_a_factory_in_the_same_namespace(in_code):
+    name = unique("coded_net")
+    in_code.append(name)
+
+    @registry.register(name)
+    def build(num_classes=10, hidden=16):
+        """A net registered in code."""
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, hidden), nn.Linear(hidden, num_classes))
+
+    assert name in registry.available() and registry.describe(name) == "A net registered in code."
+    assert registry.get(name).distribution == f"code (module {__name__})"
+    assert registry.create(name, num_classes=3, hidden=4)(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
+    with pytest.raises(BackboneConfigError, match="it takes: hidden"):
+        registry.create(name, depth=2)
+
+
+def test_registering_the_same_definition_again_replaces_it_and_another_one_is_refused(in_code):
+    name = unique("notebook_net")
+    in_code.append(name)
+    namespace = {}
+    source = "from torch import nn\ndef build(num_classes=10):\n    return nn.Sequential(nn.Flatten(), nn.Linear(3072, num_classes))\n"
+    for _ in range(2):  # a notebook cell run twice: same module and name
+        exec(source, namespace)
+        namespace["build"].__module__ = "__main__"
+        registry.register(name, namespace["build"])
+    assert registry.get(name).load() is namespace["build"]
+
+    def other(num_classes=10):
+        return nn.Linear(3072, num_classes)
+
+    with pytest.raises(DuplicateBackboneError, match=rf"{name}.*already registered by code \(module __main__\)"):
+        registry.register(name, other)
+    registry.register(name, other, replace=True)
+    assert registry.get(name).load() is other
+
+
+def test_a_plugin_claiming_a_builtin_name_is_an_error_naming_both(plugin_site):
+    module = unique("squatter")
+    plugin_site("squatter-plugin", {"cnn_base": f"{module}:build"}, {module: GOOD_NET})
+    with pytest.raises(DuplicateBackboneError) as err:
+        registry.create("cnn_base")
+    message = str(err.value)
+    assert "lightning-cifar" in message and "built in" in message and "squatter-plugin 0.1" in message
+    assert isinstance(registry.create("cnn_wide"), nn.Module)  # the other built-ins are unaffected
+
+
+def test_stale_metadata_naming_a_builtin_is_not_a_conflict(plugin_site):
+    # An older install of this package declared the built-ins as entry points too.
+    plugin_site("lightning-cifar-old", {"cnn_base": "lightning_cifar.backbones.convpool:cnn_base"}, {})
+    assert registry.count_parameters(registry.create("cnn_base")) == 131_370
+
+
+def test_entry_points_are_read_once_per_process_until_refresh(tmp_path, monkeypatch):
+    calls = []
+    real = registry.entry_points
+    monkeypatch.setattr(registry, "entry_points", lambda **kw: calls.append(kw) or real(**kw))
+    registry.refresh()
+    for _ in range(3):
+        registry.available()
+        registry.create("mlp_seed")
+    assert len(calls) == 1
+    registry.refresh()
+    registry.available()
+    assert len(calls) == 2
+
+
+def test_unregister_refuses_names_not_registered_in_code():
+    with pytest.raises(UnknownBackboneError):
+        registry.unregister(unique("never_registered"))

@@ -11,12 +11,11 @@ import pytest
 import torch
 
 from cifar_files import write_tiny_cifar
-from conftest import TINY_DATA_ARGS, run_cli, scalars, script
+from conftest import SUBPROCESS_TIMEOUT, TINY_DATA_ARGS, one_line_error, run_cli, scalars, script
 from lightning_cifar.checkpoint_io import AtomicCheckpointIO
 from lightning_cifar.cli import main
+from lightning_cifar.errors import TrainingDivergedError, UnknownBackboneError
 from lightning_cifar.loss_guard import NonFiniteLossGuard
-from lightning_cifar.errors import TrainingDivergedError
-from test_cli import one_line_error
 
 PROBES = {"PYTHONPATH": os.path.dirname(__file__)}
 EPOCHS = 4
@@ -62,11 +61,11 @@ def test_a_run_killed_mid_epoch_resumes_from_last_to_the_same_result(tmp_path, r
             "--trainer.callbacks.batch=20", f"--trainer.callbacks.marker={marker}"]
     proc = subprocess.Popen([script("lightning-cifar"), *fit_args(resume_data, *hang)], cwd=tmp_path,
                             env={**os.environ, **PROBES}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
+    deadline = time.time() + SUBPROCESS_TIMEOUT
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.wait(timeout=60)
     assert marker.exists(), "the run never reached epoch 2"
     killed = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
     assert killed["epoch"] == 1 and killed["global_step"] == 100  # what survived: the end of epoch 1
@@ -85,18 +84,17 @@ def test_a_run_killed_mid_epoch_resumes_from_last_to_the_same_result(tmp_path, r
         assert torch.equal(ckpt["state_dict"][name], value), name
 
 
-def test_a_diverging_run_stops_naming_epoch_step_and_learning_rate(tmp_path, resume_data):
+def test_a_diverging_run_stops_naming_epoch_step_and_learning_rate(tmp_path, resume_data, cli):
     poison = ["--trainer.callbacks+=reliability_probes.PoisonWeightsAt", "--trainer.callbacks.epoch=1"]
-    result = run_cli(fit_args(resume_data, *poison), tmp_path, env=PROBES, check=False)
+    result = cli(fit_args(resume_data, *poison), tmp_path, check=False)
     line = one_line_error(result, exit_code=1)
     assert "training loss became nan at global step 50 (epoch 1)" in line and "--model.lr=0.05" in line
     good = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
     assert good["epoch"] == 0 and all(torch.isfinite(v).all() for v in good["state_dict"].values())
 
 
-def test_a_huge_learning_rate_stops_at_once(tmp_path, tiny_cifar):
-    result = run_cli(["fit", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--model.lr=1e30"], tmp_path,
-                     check=False)
+def test_a_huge_learning_rate_stops_at_once(tmp_path, tiny_cifar, cli):
+    result = cli(["fit", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--model.lr=1e30"], tmp_path, check=False)
     assert "--model.lr=1e+30; try a tenth of it" in one_line_error(result, exit_code=1)
 
 
@@ -109,24 +107,21 @@ def test_the_guard_reports_the_first_bad_step_not_the_latest():
         guard.observe(torch.tensor(float("nan")), step=2, epoch=0, lr=0.1)
 
 
-def test_an_unwritable_log_folder_stops_before_training(tmp_path, tiny_cifar):
+def test_an_unwritable_log_folder_stops_before_training(tmp_path, tiny_cifar, cli):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    result = run_cli(["fit", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS,
-                      f"--trainer.default_root_dir={blocker / 'logs'}"], tmp_path, check=False)
+    result = cli(["fit", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS,
+                  f"--trainer.default_root_dir={blocker / 'logs'}"], tmp_path, check=False)
     line = one_line_error(result)
     assert result.returncode == 2 and f"cannot write to {blocker / 'logs'}" in line and "Not a directory" in line
     assert "Epoch 0" not in result.stdout + result.stderr and not list(tmp_path.rglob("*.ckpt"))
 
 
-def test_a_full_disk_stops_before_training(tmp_path, tiny_cifar, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
+def test_a_full_disk_stops_before_training(tmp_path, tiny_cifar, monkeypatch, cli):
     full = shutil._ntuple_diskusage(10 * 2**30, 10 * 2**30 - 2**20, 2**20)
-    monkeypatch.setattr("lightning_cifar.cli.shutil.disk_usage", lambda path: full)
-    with pytest.raises(SystemExit) as code:
-        main(["fit", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS])
-    assert code.value.code == 2
-    assert "only 1 MiB free on the disk of" in capsys.readouterr().err
+    monkeypatch.setattr("lightning_cifar.trainer_cli.shutil.disk_usage", lambda path: full)
+    result = cli(["fit", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS], tmp_path, check=False)
+    assert "only 1 MiB free on the disk of" in one_line_error(result)
     assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("events.out.tfevents.*"))
 
 
@@ -146,11 +141,13 @@ def test_killing_a_process_while_it_writes_checkpoints_never_leaves_a_broken_one
     path = tmp_path / "ckpts" / "last.ckpt"
     for attempt in range(4):
         proc = subprocess.Popen([sys.executable, "-c", SAVER, str(path)])
-        while not path.exists():
+        deadline = time.time() + 60
+        while not path.exists() and proc.poll() is None and time.time() < deadline:
             time.sleep(0.01)
+        assert path.exists(), f"the saver wrote no checkpoint in 60 s (exit code {proc.poll()})"
         time.sleep(0.15 + 0.2 * attempt)  # somewhere inside a later write
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.wait(timeout=60)
         ckpt = torch.load(path, weights_only=True)
         assert ckpt["w"].shape == (4_000_000,) and bool((ckpt["w"] == float(ckpt["step"])).all())
     # A killed write leaves its temp file, never under a name that looks like a checkpoint.
@@ -169,16 +166,19 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path):
 # -- usage errors --------------------------------------------------------------------------
 
 
-def test_a_malformed_cli_config_names_file_line_and_column(tmp_path):
+def test_a_malformed_cli_config_names_file_line_and_column(tmp_path, cli):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  backbone: cnn_base\n   lr: 0.1\n")
-    line = one_line_error(run_cli(["fit", "-c", str(bad)], tmp_path, check=False))
+    line = one_line_error(cli(["fit", "-c", str(bad)], tmp_path, check=False))
     assert f"{bad}: line 3, column 6: malformed YAML" in line
-    assert "config nope.yaml does not exist" in one_line_error(run_cli(["fit", "--config=nope.yaml"], tmp_path,
-                                                                       check=False))
+    assert "config nope.yaml does not exist" in one_line_error(cli(["fit", "--config=nope.yaml"], tmp_path, check=False))
 
 
-def test_debug_flag_shows_the_traceback(tmp_path, tiny_cifar):
-    result = run_cli(["fit", "--model.backbone=nope", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--debug"],
-                     tmp_path, check=False)
-    assert result.returncode != 0 and "Traceback" in result.stderr and "UnknownBackboneError" in result.stderr
+def test_debug_flag_shows_the_traceback(tmp_path, tiny_cifar, monkeypatch):
+    from lightning_cifar.cli import DEBUG_ENV
+
+    monkeypatch.delenv(DEBUG_ENV, raising=False)  # restored after the test: --debug sets it for child processes
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lightning-cifar"])
+    with pytest.raises(UnknownBackboneError, match="'nope'"):  # raised, not turned into one line and exit 2
+        main(["fit", "--model.backbone=nope", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--debug"])

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from conftest import run_cli, scalars, script
+from conftest import SUBPROCESS_TIMEOUT, one_line_error, scalars, script
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.study.config import StudyConfigError, load_study, parse_study
 from lightning_cifar.study.plan import BASELINE_AXIS, expand, parse_shard, shard
@@ -170,26 +170,28 @@ def results_by_run(out):
         return {r["run_id"]: r for r in csv.DictReader(f)}
 
 
-def test_study_runs_resumes_and_reports(tmp_path, tiny_cifar):
+def test_study_runs_resumes_and_reports(tmp_path, tiny_cifar, cli):
     config = write_study(tmp_path / "study.yaml", tiny_study(tiny_cifar))
     out = tmp_path / "out"
-    dry = run_cli(["study", "-c", str(config), "--out", str(out), "--dry-run"], tmp_path).stdout
+    dry = cli(["study", "-c", str(config), "--out", str(out), "--dry-run"], tmp_path).stdout
     assert dry.count("-s0 ") + dry.count("-s1 ") == 8 and "estimated" in dry and not out.exists()
 
-    run_cli(["study", "-c", str(config), "--out", str(out)], tmp_path)
+    cli(["study", "-c", str(config), "--out", str(out)], tmp_path)
     rows = results_by_run(out)
     assert len({r["run_id"] for r in rows.values()}) == 8
-    assert all(0.0 <= float(r["test_acc"]) <= 1.0 and int(r["params"]) > 0 for r in rows.values())
     for name in ("report.md", "summary.csv", "width.png", "depth.png", "cnn_vs_mlp.png", "curves.png"):
         assert (out / name).is_file(), name
-    for run_id, row in rows.items():  # the curve holds every epoch's val/acc, as logged
+    for run_id, row in rows.items():
+        logged = scalars(out / "tensorboard" / run_id)
+        # The curve holds every epoch's val/acc, and the result the run's own logged test accuracy.
         curve = json.loads(row["val_acc_curve"])
-        logged = scalars(out / "tensorboard" / run_id)["val/acc"]
-        assert len(curve) == int(row["epochs"]) == len(logged), run_id
-        assert curve == pytest.approx(logged, abs=1e-5) and float(row["best_val_acc"]) == max(curve)
+        assert len(curve) == int(row["epochs"]) == len(logged["val/acc"]), run_id
+        assert curve == pytest.approx(logged["val/acc"], abs=1e-5) and float(row["best_val_acc"]) == max(curve)
+        assert float(row["test_acc"]) == pytest.approx(logged["test/acc"][-1], abs=1e-5)
+        assert int(row["params"]) == int(logged["model/params"][0])
     stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")}
 
-    again = run_cli(["study", "-c", str(config), "--out", str(out)], tmp_path).stdout
+    again = cli(["study", "-c", str(config), "--out", str(out)], tmp_path).stdout
     assert "8 of 8 runs already done; 0 to run" in again
     assert stamps == {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/result.json")}
 
@@ -198,41 +200,90 @@ def test_study_runs_resumes_and_reports(tmp_path, tiny_cifar):
     stray.mkdir()
     (stray / "result.json").write_text(json.dumps({**json.loads(next((out / "runs").glob("mlp*/result.json"))
                                                                .read_text()), "run_id": stray.name}))
-    run_cli(["study", "-c", str(config), "--out", str(out), "--report-only"], tmp_path)
+    cli(["study", "-c", str(config), "--out", str(out), "--report-only"], tmp_path)
     assert "## Width: axis `width`" in (out / "report.md").read_text()
     assert len(results_by_run(out)) == 8 and stray.name not in results_by_run(out)
 
 
-def test_a_killed_study_loses_only_the_run_in_progress(tmp_path, tiny_cifar):
+def test_a_killed_study_loses_only_the_run_in_progress(tmp_path, tiny_cifar, cli):
     config = write_study(tmp_path / "study.yaml", tiny_study(tiny_cifar, seeds=[0, 1, 2]))
     out = tmp_path / "out"
-    proc = subprocess.Popen([script("lightning-cifar"), "study", "-c", str(config), "--out", str(out)],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 240
-    while len(list((out / "runs").glob("*/result.json"))) < 2 and time.time() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    with open(tmp_path / "study.log", "w") as log:  # a file, not a pipe nobody reads
+        proc = subprocess.Popen([script("lightning-cifar"), "study", "-c", str(config), "--out", str(out)],
+                                cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + SUBPROCESS_TIMEOUT
+        while len(list((out / "runs").glob("*/result.json"))) < 2 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
     finished = {p.parent.name for p in (out / "runs").glob("*/result.json")}
     assert 2 <= len(finished) < 12
     assert set(results_by_run(out)) <= finished  # the CSV is never half-written, never ahead of the runs
 
-    resumed = run_cli(["study", "-c", str(config), "--out", str(out)], tmp_path).stdout
+    resumed = cli(["study", "-c", str(config), "--out", str(out)], tmp_path).stdout
     assert f"{len(finished)} of 12 runs already done; {12 - len(finished)} to run" in resumed
     assert len(results_by_run(out)) == 12
 
 
-def test_shards_together_make_the_whole_study(tmp_path, tiny_cifar):
+def test_shards_together_make_the_whole_study(tmp_path, tiny_cifar, cli):
     config = write_study(tmp_path / "study.yaml", tiny_study(tiny_cifar, seeds=[0]))
     out = tmp_path / "out"
     for k in range(2):
-        run_cli(["study", "-c", str(config), "--out", str(out), "--shard", f"{k}/2"], tmp_path)
+        cli(["study", "-c", str(config), "--out", str(out), "--shard", f"{k}/2"], tmp_path)
     assert len(results_by_run(out)) == 4
 
 
-def test_study_errors_are_one_line(tmp_path):
+def test_study_errors_are_one_line(tmp_path, cli):
     bad = write_study(tmp_path / "study.yaml", {"name": "x", "base": BASE, "seeds": [0]})
-    result = run_cli(["study", "-c", str(bad), "--out", str(tmp_path / "o")], tmp_path, check=False)
-    assert result.returncode == 2 and "zero runs" in result.stderr and "Traceback" not in result.stderr
+    assert "zero runs" in one_line_error(cli(["study", "-c", str(bad), "--out", str(tmp_path / "o")], tmp_path,
+                                             check=False))
     with pytest.raises(LightningCifarError):
         parse_study([1, 2])
+
+
+# -- one source of defaults -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("section, key, hint", [("model", "lrr", "did you mean 'lr'?"),
+                                                ("trainer", "max_epoch", "did you mean 'max_epochs'?"),
+                                                ("data", "normalize", "")])
+def test_a_misspelled_recipe_key_fails_when_the_study_is_loaded(tmp_path, section, key, hint):
+    study = tiny_study(tmp_path)
+    study["recipe"][section][key] = 1
+    with pytest.raises(StudyConfigError) as err:
+        parse_study(study)
+    message = str(err.value)
+    assert f"'recipe.{section}' has an unknown key {key!r}" in message and hint in message and "allowed:" in message
+    assert "\n" not in message
+
+
+def test_a_recipe_value_fit_refuses_stops_the_study_before_any_run(tmp_path, tiny_cifar, cli):
+    study = tiny_study(tiny_cifar)
+    study["recipe"]["model"]["optimizer"] = "rmsprop"
+    config = write_study(tmp_path / "study.yaml", study)
+    out = tmp_path / "out"
+    line = one_line_error(cli(["study", "-c", str(config), "--out", str(out)], tmp_path, check=False))
+    assert "refused by fit's parser" in line and "rmsprop" in line
+    assert not list(out.glob("runs/*/result.json")) and not (out / "results.csv").exists()
+
+
+def test_a_study_run_equals_a_fit_with_the_same_arguments(tmp_path, tiny_cifar, cli):
+    """Same parser, same defaults: the hyperparameters, every epoch's val/acc and the test accuracy agree."""
+    study = tiny_study(tiny_cifar, axes=[], seeds=[3],
+                       baselines=[{"label": "cnn", "backbone": "convpool", "kwargs": BASE["kwargs"]}])
+    study["recipe"]["trainer"] = {"max_epochs": 2}  # everything else from fit's defaults (bf16 here, 2 sanity steps)
+    config = write_study(tmp_path / "study.yaml", study)
+    out = tmp_path / "out"
+    cli(["study", "-c", str(config), "--out", str(out)], tmp_path)
+    (result_file,) = out.glob("runs/*/result.json")
+    result = json.loads(result_file.read_text())
+
+    cli(["fit", *result["fit_arguments"]], tmp_path)
+    tested = cli(["test", *result["fit_arguments"], "--ckpt_path=last"], tmp_path)
+    fit_run, study_run = tmp_path / "lightning_logs" / "version_0", out / "tensorboard" / result["run_id"]
+    fit_hparams, study_hparams = (yaml.safe_load((d / "hparams.yaml").read_text()) for d in (fit_run, study_run))
+    assert {k: v for k, v in fit_hparams.items()} == {k: v for k, v in study_hparams.items() if k in fit_hparams}
+    assert fit_hparams["backbone_kwargs"] == BASE["kwargs"] and len(fit_hparams) > 10
+    assert scalars(fit_run)["val/acc"] == pytest.approx(result["val_acc_curve"], abs=1e-5)
+    fit_test = scalars(tmp_path / "lightning_logs" / "version_1")["test/acc"][-1]
+    assert fit_test == pytest.approx(result["test_acc"], abs=1e-5), tested.stdout

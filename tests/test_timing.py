@@ -5,18 +5,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from lightning_cifar import CIFAR10DataModule, Classifier
+from conftest import trainer
+from lightning_cifar import Classifier
 from lightning_cifar.timing import EpochTestAccuracy, Throughput
-
-
-@pytest.fixture
-def tiny_dm(tiny_cifar):
-    return CIFAR10DataModule(tiny_cifar, verify=False, download=False, val_split=40, batch_size=32)
-
-
-def trainer(tmp_path, callbacks, **kwargs):
-    return pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, enable_checkpointing=False, callbacks=callbacks, **kwargs)
 
 
 def test_throughput_counts_the_images_after_warm_up(tmp_path, tiny_dm):

@@ -2,17 +2,18 @@
 
 import pickle
 import shutil
+import time
 
+import jsonargparse
 import numpy as np
 import pytest
 import torch
 from torchvision.datasets import CIFAR10
 
-from conftest import TINY_DATA_ARGS, run_cli
-from lightning_cifar import CIFAR10DataModule
+from conftest import TINY_DATA_ARGS, one_line_error, trainer
+from lightning_cifar import CIFAR10DataModule, Classifier
 from lightning_cifar.data import UnverifiedCIFAR10
-from lightning_cifar.errors import DataError
-from test_cli import one_line_error
+from lightning_cifar.errors import DataError, LightningCifarError
 
 
 class TorchvisionUnverified(CIFAR10):
@@ -81,10 +82,10 @@ def test_a_crafted_batch_file_is_refused_and_its_code_never_runs(data_copy, tmp_
     assert marker.exists()
 
 
-def test_a_crafted_batch_file_stops_the_cli_with_one_line(data_copy, tmp_path):
+def test_a_crafted_batch_file_stops_the_cli_with_one_line(data_copy, tmp_path, cli):
     marker = tmp_path / "pwned"
     batch_file(data_copy, "data_batch_3").write_bytes(pickle.dumps({"data": Payload(marker), "labels": []}, protocol=2))
-    result = run_cli(["fit", f"--data.data_dir={data_copy}", *TINY_DATA_ARGS], tmp_path, check=False)
+    result = cli(["fit", f"--data.data_dir={data_copy}", *TINY_DATA_ARGS], tmp_path, check=False)
     line = one_line_error(result)
     assert result.returncode == 2 and "data_batch_3 is not a valid batch file" in line
     assert not marker.exists()
@@ -130,22 +131,114 @@ def crafted_checkpoint(path, marker):
     return path
 
 
-@pytest.mark.parametrize("command", ["test", "validate", "predict", "fit"])
-def test_a_crafted_checkpoint_is_refused_before_it_runs(tmp_path, tiny_cifar, command):
+@pytest.mark.parametrize("command", ["test", "validate", "predict", "fit", "export"])
+def test_a_crafted_checkpoint_is_refused_before_it_runs(tmp_path, tiny_cifar, command, cli):
     marker = tmp_path / "pwned"
     ckpt = crafted_checkpoint(tmp_path / "evil.ckpt", marker)
-    result = run_cli([command, f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, f"--ckpt_path={ckpt}"], tmp_path,
-                     check=False)
-    line = one_line_error(result)
-    assert result.returncode == 2 and "evil.ckpt" in line and "weights_only" in line and "holds exec" in line
-    assert not marker.exists()
+    data = [f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS] if command != "export" else []
+    line = one_line_error(cli([command, *data, f"--ckpt_path={ckpt}"], tmp_path, check=False))
+    assert "evil.ckpt" in line and "weights_only" in line and "holds exec" in line
+    assert not marker.exists() and not list(tmp_path.glob("*.onnx"))
     with pytest.raises(Exception):
         torch.load(ckpt, weights_only=True)
     torch.load(ckpt, weights_only=False)  # the exploit is real
     assert marker.exists()
 
 
-def test_a_missing_checkpoint_path_is_one_line(tmp_path, tiny_cifar):
-    result = run_cli(["test", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--ckpt_path=nope.ckpt"], tmp_path,
-                     check=False)
+def test_a_missing_checkpoint_path_is_one_line(tmp_path, tiny_cifar, cli):
+    result = cli(["test", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--ckpt_path=nope.ckpt"], tmp_path,
+                 check=False)
     assert "--ckpt_path=nope.ckpt: no such file" in one_line_error(result)
+
+
+# -- hyperparameters that name a class ---------------------------------------------------------
+# Plain dicts and strings pass weights_only loading, but LightningCLI and load_from_checkpoint parse
+# the hyperparameters with jsonargparse, which would build the class a `class_path` names.
+
+
+def popen_payload(marker):
+    return {"x": {"class_path": "subprocess.Popen", "init_args": {"args": f"touch {marker}", "shell": True}}}
+
+
+def never_created(marker, grace=0.5):
+    """The payload would run `touch` in a child process: give it time to show up before saying it did not."""
+    time.sleep(grace)
+    return not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def honest_checkpoint(tmp_path_factory, tiny_cifar):
+    folder = tmp_path_factory.mktemp("honest")
+    dm = CIFAR10DataModule(tiny_cifar, verify=False, download=False, val_split=40, batch_size=32)
+    t = trainer(folder, max_steps=1, limit_val_batches=0)
+    t.fit(Classifier("convpool", backbone_kwargs={"widths": [4, 8], "kernels": [3, 3]}), dm)
+    path = folder / "honest.ckpt"
+    t.save_checkpoint(path)
+    return path
+
+
+def class_path_checkpoint(honest, path, marker):
+    """As `lightning-cifar fit` writes it (load_from_checkpoint then parses the hyperparameters with
+    jsonargparse, through Lightning's instantiator), with a payload in backbone_kwargs."""
+    checkpoint = torch.load(honest, weights_only=True)
+    checkpoint["hyper_parameters"]["_instantiator"] = "pytorch_lightning.cli.instantiate_module"
+    checkpoint["hyper_parameters"]["backbone_kwargs"] = popen_payload(marker)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, path)
+    torch.load(path, weights_only=True)  # plain data: weights_only loading alone lets it through
+    return path
+
+
+@pytest.mark.parametrize("command, ckpt_arg, where", [
+    ("test", None, "evil.ckpt"),
+    ("validate", None, "evil.ckpt"),
+    ("predict", None, "evil.ckpt"),
+    ("fit", None, "evil.ckpt"),
+    ("fit", "last", "lightning_logs/version_0/checkpoints/last.ckpt"),
+    ("test", "best", "lightning_logs/version_0/checkpoints/epoch000-val_acc0.5000.ckpt"),
+    ("export", None, "evil.ckpt"),
+])
+def test_a_checkpoint_whose_hyperparameters_name_a_class_is_refused(tmp_path, tiny_cifar, honest_checkpoint, cli,
+                                                                     command, ckpt_arg, where):
+    marker = tmp_path / "pwned.txt"
+    ckpt = class_path_checkpoint(honest_checkpoint, tmp_path / where, marker)
+    data = [f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS] if command != "export" else []
+    line = one_line_error(cli([command, *data, f"--ckpt_path={ckpt_arg or ckpt}"], tmp_path, check=False))
+    assert "refused: its hyperparameters name a class to build" in line and "subprocess.Popen" in line
+    assert where.split("/")[-1] in line
+    assert never_created(marker)
+
+
+def test_load_from_checkpoint_refuses_a_class_path_too(tmp_path, honest_checkpoint):
+    marker = tmp_path / "pwned.txt"
+    ckpt = class_path_checkpoint(honest_checkpoint, tmp_path / "evil.ckpt", marker)
+    with pytest.raises(LightningCifarError, match="hyperparameters name a class to build"):
+        Classifier.load_from_checkpoint(ckpt)
+    assert never_created(marker)
+
+
+def test_without_our_refusal_jsonargparse_still_builds_no_class(tmp_path, tiny_cifar, honest_checkpoint, cli,
+                                                              monkeypatch):
+    """The root: jsonargparse is set never to instantiate a class_path inside `Any`. With our own
+    refusal switched off, the payload reaches the parser as a plain dict and runs nothing."""
+    marker = tmp_path / "pwned.txt"
+    ckpt = class_path_checkpoint(honest_checkpoint, tmp_path / "evil.ckpt", marker)
+    monkeypatch.setattr("lightning_cifar.checkpoint_io.class_paths", lambda value, where: iter(()))
+    line = one_line_error(cli(["test", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, f"--ckpt_path={ckpt}"],
+                              tmp_path, check=False))
+    assert "does not take 'x'" in line  # the dict went to the backbone, unbuilt
+    with pytest.raises(LightningCifarError, match="does not take 'x'"):
+        Classifier.load_from_checkpoint(ckpt)
+    assert never_created(marker)
+
+    # The payload is real: with jsonargparse's old default, loading the same file runs the command.
+    jsonargparse.set_parsing_settings(instantiate_subclass_spec_in_any=True)
+    try:
+        with pytest.raises(Exception):  # the Popen object is built, then fails to be deep-copied
+            Classifier.load_from_checkpoint(ckpt)
+    finally:
+        jsonargparse.set_parsing_settings(instantiate_subclass_spec_in_any=False)
+    deadline = time.time() + 30
+    while not marker.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists()

@@ -1,4 +1,4 @@
-"""Built-in backbones. They are registered through entry points in pyproject.toml."""
+"""Built-in backbones. Importing this package registers them (``@registry.register``)."""
 
 from lightning_cifar.backbones.convpool import ConvPoolNet
 from lightning_cifar.backbones.mlp import MLP

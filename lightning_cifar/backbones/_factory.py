@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from lightning_cifar import registry
 from lightning_cifar.errors import BackboneConfigError
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -24,11 +25,12 @@ def activation_layer(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def preset(cls: type[nn.Module], doc: str, **defaults: Any) -> Callable[..., nn.Module]:
-    """A factory building ``cls`` with other defaults; every parameter stays overridable.
+def preset(name: str, cls: type[nn.Module], doc: str, **defaults: Any) -> Callable[..., nn.Module]:
+    """Register ``name``: a factory building ``cls`` with other defaults; every parameter stays overridable.
 
     The factory carries ``cls``'s signature with the preset's defaults, so the
-    registry can tell users which keyword arguments it takes.
+    registry can tell users which keyword arguments it takes, and is named
+    ``<cls's module>:<name>``, as an entry point would name it.
     """
 
     def factory(num_classes: int = 10, **overrides: Any) -> nn.Module:
@@ -42,5 +44,6 @@ def preset(cls: type[nn.Module], doc: str, **defaults: Any) -> Callable[..., nn.
         parameters=[p.replace(default=defaults.get(p.name, p.default)) for p in signature.parameters.values()]
     )
     factory.__doc__ = doc
-    factory.__qualname__ = factory.__name__ = f"{cls.__name__}_preset"
-    return factory
+    factory.__qualname__ = factory.__name__ = name
+    factory.__module__ = cls.__module__
+    return registry.register(name, factory)

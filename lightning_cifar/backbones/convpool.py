@@ -14,6 +14,7 @@ from typing import Literal, Union
 
 from torch import Tensor, nn
 
+from lightning_cifar import registry
 from lightning_cifar.backbones._factory import activation_layer, preset
 from lightning_cifar.errors import BackboneConfigError
 
@@ -51,6 +52,7 @@ def _resolve_blocks(widths: Sequence[Width], kernels: Sequence[int], blocks: int
     return widths[:blocks], kernels[:blocks]
 
 
+@registry.register("convpool")
 class ConvPoolNet(nn.Module):
     """Conv-pool CNN with non-increasing kernel sizes; fully configurable."""
 
@@ -177,18 +179,21 @@ class ConvPoolNet(nn.Module):
 
 
 cnn_base = preset(
+    "cnn_base",
     ConvPoolNet,
     "Conv-pool 32-64-128, kernels 7-5-3, batch norm, global pooling (about a CPU-minute per epoch).",
     widths=(32, 64, 128),
     kernels=(7, 5, 3),
 )
 cnn_wide = preset(
+    "cnn_wide",
     ConvPoolNet,
     "cnn_base with twice the filters: 64-128-256, kernels 7-5-3.",
     widths=(64, 128, 256),
     kernels=(7, 5, 3),
 )
 cnn_deep = preset(
+    "cnn_deep",
     ConvPoolNet,
     "cnn_base with twice the layers: two convolutions per block, 32-64-128, kernels 7-5-3.",
     widths=(32, 64, 128),
@@ -196,6 +201,7 @@ cnn_deep = preset(
     convs_per_block=2,
 )
 cnn_seed = preset(
+    "cnn_seed",
     ConvPoolNet,
     "The seed notebook's best CNN: 16-32 | 64-128 filters, 3x3, dropout 0.25/0.25/0.5, dense 512.",
     widths=((16, 32), (64, 128)),
@@ -207,6 +213,7 @@ cnn_seed = preset(
     head_dropout=0.5,
 )
 cnn_fast = preset(
+    "cnn_fast",
     ConvPoolNet,
     "Fast recipe net: 64 | 192-192 | 384-384, kernels 5-3-3, pooling after each block's first conv (airbench-style).",
     widths=((64,), (192, 192), (384, 384)),

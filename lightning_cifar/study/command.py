@@ -8,7 +8,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import yaml
@@ -48,15 +48,15 @@ def environment(study: StudyConfig, data_dir: Optional[str]) -> dict[str, str]:
     }
 
 
-def probe_images_per_s(run: Run, steps: int = 3) -> float:
-    """Training images/s of the run's network on random input, with the recipe's precision."""
+def probe_images_per_s(run: Run, config: Any, steps: int = 3) -> float:
+    """Training images/s of the run's network on random input, with the run's batch size and precision
+    (``config``: the run's configuration as fit's parser completed it, defaults included)."""
     from lightning_cifar.model import Classifier
 
-    model_args = dict(run.recipe["model"])
-    model = Classifier(backbone=run.backbone, backbone_kwargs=run.kwargs, **model_args)
-    batch = int(run.recipe["data"].get("batch_size", 256))
-    precision = str(run.recipe["trainer"].get("precision", "32-true"))
-    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    model = Classifier(**{k: v for k, v in config.model.as_dict().items() if k != "num_classes"})
+    batch = int(config.data.batch_size)
+    precision = str(config.trainer.precision)
+    x, y = torch.rand(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
 
@@ -74,18 +74,18 @@ def probe_images_per_s(run: Run, steps: int = 3) -> float:
     return steps * batch / (time.perf_counter() - started)
 
 
-def dry_run(runs: list[Run], study: StudyConfig) -> None:
+def dry_run(runs: list[Run], configs: dict[str, Any]) -> None:
     from lightning_cifar.study.runner import describe_network
 
-    epochs = int(study.recipe["trainer"].get("max_epochs", 10))
-    tta = 2 if study.recipe["model"].get("tta") else 1
     probes: dict[str, float] = {}
     total = 0.0
     print(f"{'run':<34} {'axis points':<34} {'params':>10} {'FLOPs/img':>10} {'img/s':>7} {'est. s':>7}")
     for run in runs:
+        config = configs[run.run_id]
+        epochs, tta = int(config.trainer.max_epochs), 2 if config.model.tta else 1
         params, flops = describe_network(run)
         if run.config_key not in probes:
-            probes[run.config_key] = probe_images_per_s(run)
+            probes[run.config_key] = probe_images_per_s(run, config)
         ips = probes[run.config_key]
         # Training, plus validation each epoch and one test pass (forward only: ~1/3 of a step).
         seconds = epochs * TRAIN_IMAGES / ips + tta * (epochs * 5_000 + 10_000) / (3 * ips)
@@ -93,7 +93,8 @@ def dry_run(runs: list[Run], study: StudyConfig) -> None:
         where = ", ".join(f"{p.axis}={p.value}" for p in run.points)
         print(f"{run.run_id:<34} {where:<34} {params:>10,} {flops / 1e6:>9.1f}M {ips:>7.0f} {seconds:>7.0f}",
               flush=True)
-    print(f"\n{len(runs)} runs, {epochs} epochs each; estimated {total / 60:.1f} minutes in all "
+    epochs = sorted({int(c.trainer.max_epochs) for c in configs.values()})
+    print(f"\n{len(runs)} runs, {'/'.join(map(str, epochs))} epochs each; estimated {total / 60:.1f} minutes in all "
           "(from a 3-step probe on random input on this machine; data loading not included)")
 
 
@@ -120,11 +121,14 @@ def study_command(argv: Sequence[str]) -> int:
     if args.data_dir:
         command += f" --data-dir {args.data_dir}"
 
+    from lightning_cifar.study.runner import check_runs, execute, write_results_csv
+
+    if args.dry_run or not args.report_only:
+        configs = check_runs(runs, out, args.data_dir)  # before anything trains or is written
     if args.dry_run:
-        dry_run(runs, study)
+        dry_run(runs, configs)
         return 0
     from lightning_cifar.study.report import write_report
-    from lightning_cifar.study.runner import execute, write_results_csv
 
     env_path = out / "environment.json"
     planned = {run.run_id for run in expand(study)}
@@ -133,7 +137,7 @@ def study_command(argv: Sequence[str]) -> int:
     else:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(env_path, environment(study, args.data_dir))
-        execute(runs, study, out, data_dir=args.data_dir, log=lambda line: print(line, flush=True), planned=planned)
+        execute(runs, out, data_dir=args.data_dir, log=lambda line: print(line, flush=True), planned=planned)
     env = json.loads(env_path.read_text()) if env_path.is_file() else {}
     try:
         report = write_report(out, env, command)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
 
 from lightning_cifar.config_files import read_yaml
 from lightning_cifar.errors import LightningCifarError
@@ -13,7 +14,11 @@ from lightning_cifar.errors import LightningCifarError
 SECTIONS = {"name", "base", "recipe", "axes", "baselines", "seeds"}
 RECIPE_SECTIONS = {"trainer", "model", "data"}
 # Set per run by the study itself, so a recipe may not fix them.
-RESERVED_MODEL_KEYS = {"backbone", "backbone_kwargs", "num_classes"}
+RESERVED_KEYS = {
+    "model": {"backbone", "backbone_kwargs", "num_classes"},
+    "trainer": {"logger", "callbacks", "enable_checkpointing", "default_root_dir"},
+    "data": set(),
+}
 
 
 class StudyConfigError(LightningCifarError):
@@ -50,6 +55,20 @@ class StudyConfig:
     source: str = ""
 
 
+def recipe_keys() -> dict[str, list[str]]:
+    """The keys a recipe section may set: the arguments ``lightning-cifar fit`` takes there, less the
+    ones the study sets per run. (Values are checked by fit's own parser before the first run.)"""
+    from pytorch_lightning import Trainer
+
+    from lightning_cifar.data import CIFAR10DataModule
+    from lightning_cifar.model import Classifier
+
+    classes = {"trainer": Trainer, "model": Classifier, "data": CIFAR10DataModule}
+    return {section: [name for name in inspect.signature(cls.__init__).parameters
+                      if name != "self" and name not in RESERVED_KEYS[section]]
+            for section, cls in classes.items()}
+
+
 def _require(cond: bool, message: str, source: str) -> None:
     if not cond:
         raise StudyConfigError(f"{source}: {message}")
@@ -71,8 +90,15 @@ def parse_study(data: Any, source: str = "<study>") -> StudyConfig:
     _require(isinstance(recipe, dict) and set(recipe) <= RECIPE_SECTIONS,
              f"'recipe' may only hold {sorted(RECIPE_SECTIONS)} (the sections of a fit config)", source)
     recipe = {k: dict(recipe.get(k) or {}) for k in sorted(RECIPE_SECTIONS)}
-    clash = RESERVED_MODEL_KEYS & set(recipe["model"])
-    _require(not clash, f"'recipe.model' may not set {sorted(clash)}: the study sets them per run", source)
+    allowed = recipe_keys()
+    for section, values in recipe.items():
+        clash = RESERVED_KEYS[section] & set(values)
+        _require(not clash, f"'recipe.{section}' may not set {sorted(clash)}: the study sets them per run", source)
+        for key in values:
+            close = difflib.get_close_matches(key, allowed[section], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            _require(key in allowed[section], f"'recipe.{section}' has an unknown key {key!r}{hint}; allowed:"
+                     f" {', '.join(allowed[section])}", source)
 
     axes = []
     for i, axis in enumerate(data.get("axes") or []):

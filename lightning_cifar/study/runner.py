@@ -1,5 +1,8 @@
 """Running a study: each run an ordinary Lightning fit + test, results kept run by run.
 
+Each run is built by the same parser, with the same defaults, as ``lightning-cifar fit``
+(:func:`build`); its ``result.json`` records the ``fit`` arguments that reproduce it.
+
 Every finished run writes ``runs/<run_id>/result.json`` (atomically) and then
 ``results.csv`` is rebuilt from all result files (atomically too). A run whose
 result file exists is skipped on the next invocation; a run that was killed
@@ -16,14 +19,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pytorch_lightning as pl
-import torch
-from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_cifar import registry
 from lightning_cifar.data import CIFAR10DataModule
 from lightning_cifar.files import atomic_write_csv, atomic_write_json
-from lightning_cifar.model import Classifier
-from lightning_cifar.study.config import StudyConfig
+from lightning_cifar.study.config import StudyConfigError
 from lightning_cifar.study.plan import Run
 from lightning_cifar.summary import forward_flops
 
@@ -89,22 +89,84 @@ def write_results_csv(out: Path, planned: Optional[set[str]] = None) -> Path:
     return path
 
 
-def run_one(run: Run, study: StudyConfig, dm: CIFAR10DataModule, out: Path) -> dict[str, Any]:
-    """Train and test one run; returns its result record."""
+# Presentation defaults of a study run (a recipe may override them); nothing that changes results.
+STUDY_TRAINER_DEFAULTS = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+def recipe_config(run: Run, data_dir: Optional[str] = None) -> dict[str, Any]:
+    """What ``lightning-cifar fit`` is given for this run: the recipe, the network and the seed."""
+    data = dict(run.recipe["data"])
+    if data_dir is not None:
+        data["data_dir"] = data_dir
+    return {
+        "seed_everything": run.seed,
+        "trainer": dict(run.recipe["trainer"]),
+        "model": {**run.recipe["model"], "backbone": run.backbone, "backbone_kwargs": run.kwargs},
+        "data": data,
+    }
+
+
+def fit_arguments(config: dict[str, Any]) -> list[str]:
+    """``config`` as ``lightning-cifar fit`` arguments, to rerun one study run by hand."""
+    words = [f"--seed_everything={config['seed_everything']}"]
+    for section in ("trainer", "model", "data"):
+        for key, value in config[section].items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            words.append(f"--{section}.{key}={text}")
+    return words
+
+
+def run_config(run: Run, out: Path, data_dir: Optional[str] = None) -> dict[str, Any]:
+    """The full configuration of one run: its recipe, plus where the study keeps logs and curves.
+    Checkpoints are not kept (the study records metrics) and the per-run test report is off."""
+    config = recipe_config(run, data_dir)
+    logger = {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+              "init_args": {"save_dir": str(out / "tensorboard"), "name": run.run_id, "version": "",
+                            "default_hp_metric": False}}
+    config["trainer"] = {**STUDY_TRAINER_DEFAULTS, **config["trainer"], "logger": logger,
+                         "enable_checkpointing": False, "default_root_dir": str(out / "runs" / run.run_id),
+                         "callbacks": [{"class_path": f"{ValCurve.__module__}.{ValCurve.__qualname__}"}]}
+    config["report"] = {"enabled": False}
+    return config
+
+
+def build(config: dict[str, Any]) -> Any:
+    """The model, data module and trainer of ``config``, made exactly as ``lightning-cifar fit`` makes them
+    (:func:`lightning_cifar.trainer_cli.make_cli`); a value fit would refuse is refused here, in one line."""
+    from jsonargparse import ArgumentError
+
+    from lightning_cifar.trainer_cli import make_cli
+
+    try:
+        return make_cli(config, run=False, exit_on_error=False)
+    except ArgumentError as exc:
+        text = " ".join(str(exc).split())
+        raise StudyConfigError(f"a study run's configuration is refused by fit's parser: {text}") from None
+
+
+def run_one(run: Run, out: Path, data_dir: Optional[str] = None,
+            loaded: Optional[CIFAR10DataModule] = None) -> tuple[dict[str, Any], CIFAR10DataModule]:
+    """Train and test one run; returns its result record and its data module (whose loaded
+    images the next run with the same data settings reuses)."""
+    from lightning_cifar.trainer_cli import check_output_dirs
+
     run_dir = out / "runs" / run.run_id
     shutil.rmtree(run_dir, ignore_errors=True)  # leftovers of a killed attempt
-    pl.seed_everything(run.seed, workers=True, verbose=False)
-    model = Classifier(backbone=run.backbone, backbone_kwargs=run.kwargs, **study.recipe["model"])
+    shutil.rmtree(out / "tensorboard" / run.run_id, ignore_errors=True)
+    # Before build(), which seeds: building this probe network draws from the RNG, and the run's
+    # shuffling and augmentation must draw exactly what `lightning-cifar fit` draws.
     params, flops = describe_network(run)
-    curve = ValCurve()
-    logger = TensorBoardLogger(str(out / "tensorboard"), name=run.run_id, version="", default_hp_metric=False)
-    trainer_args = {"enable_progress_bar": False, "enable_model_summary": False, **study.recipe["trainer"]}
-    trainer = pl.Trainer(logger=logger, callbacks=[curve], enable_checkpointing=False,
-                         default_root_dir=str(run_dir), **trainer_args)
+    cli = build(run_config(run, out, data_dir))
+    model, dm, trainer = cli.model, cli.datamodule, cli.trainer
+    if loaded is not None and loaded.hparams == dm.hparams:
+        # Same files, split and settings: reading and checking 180 MB again would only cost time.
+        dm.classes, dm.train_set, dm.val_set, dm.test_set = loaded.classes, loaded.train_set, loaded.val_set, loaded.test_set
+    curve = next(cb for cb in trainer.callbacks if isinstance(cb, ValCurve))
+    check_output_dirs(trainer, model, fitting=True)
     started = time.perf_counter()
-    trainer.fit(model, dm)
+    trainer.fit(model, datamodule=dm)
     train_time = time.perf_counter() - started
-    tested = trainer.test(model, dm, verbose=False)[0]
+    tested = trainer.test(model, datamodule=dm, verbose=False)[0]
     images = trainer.current_epoch * len(dm.train_dataloader()) * dm.batch_size
     result = {
         "run_id": run.run_id,
@@ -122,18 +184,37 @@ def run_one(run: Run, study: StudyConfig, dm: CIFAR10DataModule, out: Path) -> d
         "test_acc": round(float(tested["test/acc"]), 5),
         "test_loss": round(float(tested["test/loss"]), 5),
         "val_acc_curve": curve.values,
+        "fit_arguments": fit_arguments(recipe_config(run, data_dir)),
     }
     hparams = {"axis": ",".join(p.axis for p in run.points), "value": str(run.points[0].value),
                "seed": run.seed, "backbone": run.backbone, "params": params, "flops_per_image": flops,
                **{f"kwargs/{k}": str(v) for k, v in run.kwargs.items()}}
+    logger = trainer.logger
     logger.log_hyperparams(hparams, metrics={"hp_metric": result["test_acc"], "study/best_val_acc":
                                              result["best_val_acc"] or 0.0})
     logger.finalize("success")
     atomic_write_json(result_path(out, run), result)
-    return result
+    return result, dm
 
 
-def execute(runs: list[Run], study: StudyConfig, out: Path, data_dir: Optional[str] = None,
+def check_runs(runs: list[Run], out: Path, data_dir: Optional[str] = None) -> dict[str, Any]:
+    """Every run's configuration through fit's parser, before the first run trains: a value fit
+    would refuse stops the study now, not hours later. Returns each run's parsed configuration
+    (fit's defaults filled in), by run id."""
+    if not runs:
+        return {}
+    parser = build(run_config(runs[0], out, data_dir)).parser
+    parsed = {}
+    for run in runs:
+        try:
+            parsed[run.run_id] = parser.parse_object(run_config(run, out, data_dir))
+        except Exception as exc:  # jsonargparse's ArgumentError, or a type it cannot convert
+            text = " ".join(str(exc).split())
+            raise StudyConfigError(f"run {run.run_id}: refused by fit's parser: {text}") from None
+    return parsed
+
+
+def execute(runs: list[Run], out: Path, data_dir: Optional[str] = None,
             log: Callable[[str], None] = print, planned: Optional[set[str]] = None) -> int:
     """Run whatever of ``runs`` has no result yet; returns how many were run."""
     out.mkdir(parents=True, exist_ok=True)
@@ -142,17 +223,11 @@ def execute(runs: list[Run], study: StudyConfig, out: Path, data_dir: Optional[s
     if not todo:
         write_results_csv(out, planned)
         return 0
-    data_args = dict(study.recipe["data"])
-    if data_dir is not None:
-        data_args["data_dir"] = data_dir
-    dm = CIFAR10DataModule(**data_args)
-    dm.prepare_data()
-    dm.setup("fit")
-    dm.setup("test")
+    loaded: Optional[CIFAR10DataModule] = None
     for i, run in enumerate(todo, start=1):
         where = ", ".join(f"{p.axis}={p.value}" for p in run.points)
         log(f"[{i}/{len(todo)}] {run.run_id} ({where})")
-        result = run_one(run, study, dm, out)
+        result, loaded = run_one(run, out, data_dir, loaded)
         write_results_csv(out, planned)
         log(f"    test acc {result['test_acc']:.4f}, {result['train_time_s']:.0f} s")
     return len(todo)

@@ -1,0 +1,90 @@
+"""Where runs keep their checkpoints, and which one ``--ckpt_path=last`` / ``best`` names.
+
+Every ``fit`` writes ``lightning_logs/version_N/checkpoints/``: ``last.ckpt`` (rewritten
+after every validation) and the best epochs by the monitored metric (one by default,
+``--checkpoint.save_top_k`` of them). ``best`` is decided by the score, never by age.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+LOG_DIR_NAME = "lightning_logs"
+LAST_NAME = "last"
+# The CLI's checkpoint file names: "epoch007-val_acc0.8123.ckpt".
+FILENAME_SCORE = re.compile(r"val_acc(\d+(?:\.\d+)?)")
+
+
+@dataclass(frozen=True)
+class Found:
+    path: Path
+    why: str
+
+
+def run_checkpoint_dirs(root: Path) -> list[Path]:
+    """``root/lightning_logs/version_N/checkpoints`` folders, newest run (highest N) first."""
+    runs = [d for d in (root / LOG_DIR_NAME).glob("version_*/checkpoints") if d.parent.name[8:].isdigit()]
+    return sorted(runs, key=lambda d: int(d.parent.name[8:]), reverse=True)
+
+
+def _callback_states(path: Path) -> list[dict[str, Any]]:
+    """The ModelCheckpoint states stored in a checkpoint (tensors memory-mapped, not read)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable or refused: it cannot tell us anything
+        return []
+    callbacks = checkpoint.get("callbacks") if isinstance(checkpoint, dict) else None
+    if not isinstance(callbacks, dict):
+        return []
+    return [state for state in callbacks.values() if isinstance(state, dict) and "best_model_path" in state]
+
+
+def _score(value: Any) -> Optional[float]:
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        return None
+    return score if math.isfinite(score) else None
+
+
+def best_in(ckpt_dir: Path) -> Optional[Found]:
+    """The run's best checkpoint: the one its checkpoint callback recorded as best, else the
+    highest ``val_acc`` in the file names; None if the run has no scored checkpoint."""
+    candidates = [p for p in ckpt_dir.glob("*.ckpt") if not p.stem.startswith(LAST_NAME)]
+    if not candidates:
+        return None
+    by_name = {p.name: p for p in candidates}
+    # The newest checkpoint (normally last.ckpt, written after the top-k files) knows every score.
+    newest = max(ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
+    states = _callback_states(newest)
+    states.sort(key=lambda s: s.get("monitor") != "val/acc")  # ours first, should a user add others
+    for state in states:
+        # By file name: the folder may have been moved since the run recorded its path.
+        name = Path(str(state.get("best_model_path") or "")).name
+        score = _score(state.get("best_model_score"))
+        if name in by_name and score is not None:
+            return Found(by_name[name], f"best {state.get('monitor')} {score:.4f}, as recorded by the run's"
+                                        " checkpoint callback")
+    scored = [(float(m.group(1)), p) for p in candidates if (m := FILENAME_SCORE.search(p.stem))]
+    if scored:
+        score, path = max(scored, key=lambda sp: (sp[0], sp[1].stat().st_mtime_ns))
+        return Found(path, f"highest val_acc in the file names ({score:.4f})")
+    return None
+
+
+def find_checkpoint(alias: str, root: Path) -> Optional[Found]:
+    """The ``last`` or ``best`` checkpoint of the newest run under ``root/lightning_logs`` that has one."""
+    for ckpt_dir in run_checkpoint_dirs(root):
+        if alias == LAST_NAME and (ckpt_dir / f"{LAST_NAME}.ckpt").is_file():
+            return Found(ckpt_dir / f"{LAST_NAME}.ckpt", "the newest run's last checkpoint")
+        if alias == "best":
+            found = best_in(ckpt_dir)
+            if found is not None:
+                return found
+    return None

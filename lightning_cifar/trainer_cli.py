@@ -1,0 +1,221 @@
+"""The LightningCLI behind ``fit``, ``validate``, ``test`` and ``predict``, and the one place
+their defaults live: ``lightning-cifar fit`` and every run of ``lightning-cifar study`` are
+built by :func:`make_cli`, so they get the same trainer defaults, callbacks and checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import pytorch_lightning as pl
+import torch
+from jsonargparse import DefaultHelpFormatter, Namespace
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.plugins.io import CheckpointIO
+from pytorch_lightning.utilities import rank_zero_info
+
+from lightning_cifar.callbacks import LatestCheckpoint, PredictionsCSV
+from lightning_cifar.checkpoint_io import AtomicCheckpointIO, check_checkpoint
+from lightning_cifar.cli import DEBUG_ENV, PROG
+from lightning_cifar.data import CIFAR10DataModule
+from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.evaluation_report import ClassificationReport
+from lightning_cifar.model import Classifier, checkpoint_normalize
+from lightning_cifar.run_folders import LOG_DIR_NAME, find_checkpoint
+
+# Checkpoint aliases Lightning itself understands; left to it.
+LIGHTNING_ALIASES = ("hpc", "registry")
+# Callbacks every run gets, each configurable under its own key (--checkpoint.save_top_k=3, ...).
+CALLBACK_GROUPS = {"checkpoint": LatestCheckpoint, "predictions": PredictionsCSV, "report": ClassificationReport}
+CHECKPOINT_DEFAULTS = {
+    "checkpoint.monitor": "val/acc",
+    "checkpoint.mode": "max",
+    "checkpoint.save_last": True,
+    # A "/" in the metric name would otherwise make sub-folders.
+    "checkpoint.filename": "epoch{epoch:03d}-val_acc{val/acc:.4f}",
+    "checkpoint.auto_insert_metric_name": False,
+}
+
+
+def default_precision() -> str:
+    """bf16 autocast where the hardware does bf16 natively, else what runs fast there."""
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    try:
+        cpu_bf16 = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        cpu_bf16 = False
+    return "bf16-mixed" if cpu_bf16 else "32-true"
+
+
+def trainer_defaults() -> dict[str, Any]:
+    return {
+        # Lightning's own default (1000 epochs) is no sensible default for a one-cycle schedule.
+        "max_epochs": 10,
+        "log_every_n_steps": 10,
+        "precision": default_precision(),
+        "benchmark": True,  # cudnn autotuning; our input shapes never change
+    }
+
+
+EXTRA_COMMANDS_HELP = f"""\
+Train, evaluate and use CIFAR-10 classifiers.
+
+other commands:
+  {PROG} backbones [PATTERN]   list registered backbones (shell wildcards, e.g. 'cnn_*')
+  {PROG} study -c STUDY.yaml --out DIR [--dry-run] [--shard K/N] [--report-only]
+                                 width/depth sweeps and CNN-vs-MLP comparison, with a report
+  {PROG} summary --model.backbone=NAME [--model.backbone_kwargs=JSON]
+                                 layer table, parameters and FLOPs per image
+  {PROG} export --ckpt_path=CKPT [--format onnx|torchscript] [--output FILE] [--overwrite]
+                                 a checkpoint as a standalone ONNX / TorchScript model
+
+add --debug (or set {DEBUG_ENV}=1) to see full tracebacks for usage errors.
+"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, with the description's line breaks kept (the list of other commands)."""
+
+
+def check_output_dirs(trainer: pl.Trainer, model: torch.nn.Module, fitting: bool) -> None:
+    """Fail now, not after an hour of training, if logs or checkpoints cannot be written."""
+    # Strings, not Paths, until remote ones are set aside: Path("s3://b") becomes "s3:/b".
+    dirs = {str(trainer.default_root_dir)}
+    dirs.update(str(logger.root_dir) for logger in trainer.loggers if logger.root_dir)
+    if fitting:
+        dirs.update(str(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None))
+    # A checkpoint holds the weights plus up to two optimizer buffers per weight; a run keeps the
+    # best and the last one, and writes a third next to them before renaming it.
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    need = (3 * 3 * params if fitting else 0) + 20 * 2**20
+    for folder in sorted(d for d in dirs if "://" not in d):
+        ensure_writable(Path(folder), need)
+
+
+def ensure_writable(folder: Path, need_bytes: int) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise LightningCifarError(
+            f"cannot write to {folder} ({exc.strerror or exc}); choose a writable folder with"
+            " --trainer.default_root_dir=DIR"
+        ) from None
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise LightningCifarError(
+            f"only {free / 2**20:.0f} MiB free on the disk of {folder}; this run needs about"
+            f" {need_bytes / 2**20:.0f} MiB for logs and checkpoints; free some space or choose another"
+            " folder with --trainer.default_root_dir=DIR"
+        )
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+class CifarCLI(LightningCLI):
+    """LightningCLI with our callbacks, checkpoint checks and checkpoint aliases.
+
+    ``--ckpt_path=last`` and ``--ckpt_path=best`` also work in a new process: they name the
+    newest run's last checkpoint, or its best by the monitored score, under ``lightning_logs/``.
+    A checkpoint is checked (plain data, no class paths) before anything reads it.
+    """
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # Runs before LightningCLI re-parses the checkpoint's hyperparameters (tested in
+        # tests/test_lightning_internals.py), so a refused checkpoint is never parsed.
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        if subcommand != "fit":
+            # Evaluating a checkpoint in a new run folder: its checkpoint callback has nothing to resume.
+            warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+        if "weights_only" in config and config["weights_only"] is None:
+            # Explicit, so that TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot turn it off behind the user's back.
+            config["weights_only"] = True
+        alias = config.get("ckpt_path")
+        if alias in ("last", "best"):
+            root = Path(config["trainer"].get("default_root_dir") or ".")
+            found = find_checkpoint(alias, root)
+            if found is not None:
+                rank_zero_info(f"--ckpt_path={alias}: using {found.path} ({found.why})")
+                config["ckpt_path"] = str(found.path)
+            elif subcommand != "fit":  # fit with nothing to resume starts afresh, as in Lightning
+                raise LightningCifarError(
+                    f"--ckpt_path={alias}: no {alias} checkpoint under {root / LOG_DIR_NAME}/version_*/checkpoints;"
+                    " pass the path of a .ckpt file"
+                )
+        path = config.get("ckpt_path")
+        if path in (None, "last", "best", *LIGHTNING_ALIASES):
+            return
+        checkpoint = check_checkpoint(str(path), trusted=config.get("weights_only") is False)
+        legacy = checkpoint_normalize(checkpoint, f"--ckpt_path={path}") if checkpoint is not None else None
+        if legacy is not None:
+            config["model"]["normalize"] = legacy
+            rank_zero_info(f"--ckpt_path={path} was written by lightning-cifar 0.1, whose data module standardised"
+                           f" the images; the model takes that over: --model.normalize={str(legacy).lower()}")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        # Everything through LightningCLI's public override point: our callbacks and the atomic
+        # checkpoint writer join whatever the user configured.
+        config = self.config_init.get(str(self.subcommand), self.config_init)
+        trainer = config["trainer"]
+        ours = [config[key] for key in CALLBACK_GROUPS]
+        if trainer.get("enable_checkpointing") is False:
+            # Our always-on checkpoint callback would make Lightning refuse the run.
+            ours = [c for c in ours if not isinstance(c, ModelCheckpoint)]
+        extra: dict[str, Any] = {"callbacks": [*_as_list(trainer.get("callbacks")), *ours]}
+        plugins = _as_list(trainer.get("plugins"))
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            extra["plugins"] = [*plugins, AtomicCheckpointIO()]
+        if trainer.get("deterministic") and trainer.get("benchmark"):
+            # cudnn autotuning (our default) picks algorithms by timing, which defeats determinism.
+            extra["benchmark"] = False
+        return super().instantiate_trainer(**{**extra, **kwargs})
+
+    def before_fit(self) -> None:
+        check_output_dirs(self.trainer, self.model, fitting=True)
+
+    def before_validate(self) -> None:
+        check_output_dirs(self.trainer, self.model, fitting=False)
+
+    before_test = before_predict = before_validate
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        for key, callback in CALLBACK_GROUPS.items():
+            parser.add_class_arguments(callback, key, fail_untyped=False, sub_configs=True)
+        parser.set_defaults(CHECKPOINT_DEFAULTS)
+
+
+def make_cli(args: Optional[Union[Sequence[str], dict[str, Any], Namespace]], run: bool = True,
+             exit_on_error: bool = True) -> CifarCLI:
+    """The CLI with all our defaults. ``args``: command-line words, or (with ``run=False``, as the
+    study uses it) a config mapping of ``trainer`` / ``model`` / ``data`` / ``seed_everything``.
+    ``exit_on_error=False`` raises jsonargparse's ``ArgumentError`` instead of printing usage and exiting."""
+    parser_kwargs: dict[str, Any] = {"prog": PROG, "description": EXTRA_COMMANDS_HELP, "formatter_class": HelpFormatter}
+    if not exit_on_error:
+        parser_kwargs["exit_on_error"] = False
+    return CifarCLI(
+        Classifier,
+        CIFAR10DataModule,
+        args=None if args is None else (list(args) if isinstance(args, (list, tuple)) else args),
+        run=run,
+        seed_everything_default=0,
+        trainer_defaults=trainer_defaults(),
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs=parser_kwargs,
+    )
