@@ -209,13 +209,16 @@ def make_cli(args: Optional[Union[Sequence[str], dict[str, Any], Namespace]], ru
     parser_kwargs: dict[str, Any] = {"prog": PROG, "description": EXTRA_COMMANDS_HELP, "formatter_class": HelpFormatter}
     if not exit_on_error:
         parser_kwargs["exit_on_error"] = False
-    return CifarCLI(
-        Classifier,
-        CIFAR10DataModule,
-        args=None if args is None else (list(args) if isinstance(args, (list, tuple)) else args),
-        run=run,
-        seed_everything_default=0,
-        trainer_defaults=trainer_defaults(),
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs=parser_kwargs,
-    )
+    with warnings.catch_warnings():
+        # Lightning warns when `args` and sys.argv are both given; `lightning-cifar study ...` gives both on purpose.
+        warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
+        return CifarCLI(
+            Classifier,
+            CIFAR10DataModule,
+            args=None if args is None else (list(args) if isinstance(args, (list, tuple)) else args),
+            run=run,
+            seed_everything_default=0,
+            trainer_defaults=trainer_defaults(),
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs=parser_kwargs,
+        )

@@ -1,0 +1,101 @@
+"""What lightning-cifar relies on in its dependencies beyond their documented API.
+
+Each test names the dependency, what we rely on and where; if one fails after an upgrade,
+the message says what to look at (pyproject.toml bounds pytorch-lightning for this reason).
+"""
+
+import inspect
+
+import jsonargparse
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningCLI
+from torchvision.datasets import CIFAR10
+
+from conftest import TINY_DATA_ARGS
+
+
+def test_lightning_cli_parses_arguments_before_it_reparses_the_checkpoint(tmp_path, tiny_cifar, monkeypatch):
+    """trainer_cli.CifarCLI.parse_arguments resolves --ckpt_path=last/best and refuses a bad checkpoint
+    before LightningCLI._parse_ckpt_path re-parses the checkpoint's hyperparameters with jsonargparse."""
+    from lightning_cifar.trainer_cli import CifarCLI, make_cli
+
+    assert hasattr(LightningCLI, "_parse_ckpt_path"), (
+        "pytorch-lightning no longer has LightningCLI._parse_ckpt_path: check where it now reads --ckpt_path"
+        " hyperparameters, and that CifarCLI.parse_arguments still runs before that")
+    calls = []
+    parse, reparse = CifarCLI.parse_arguments, LightningCLI._parse_ckpt_path
+    monkeypatch.setattr(CifarCLI, "parse_arguments", lambda self, *a: calls.append("parse_arguments") or parse(self, *a))
+    monkeypatch.setattr(LightningCLI, "_parse_ckpt_path", lambda self: calls.append("_parse_ckpt_path") or reparse(self))
+    monkeypatch.chdir(tmp_path)
+    make_cli({"data": {"data_dir": str(tiny_cifar), "verify": False}, "trainer": {"logger": False}}, run=False)
+    assert calls == ["parse_arguments", "_parse_ckpt_path"], (
+        f"LightningCLI now calls {calls}: CifarCLI.parse_arguments must run before the checkpoint's"
+        " hyperparameters are parsed (lightning_cifar/trainer_cli.py)")
+
+
+@pytest.mark.parametrize("trainer_args", [{}, {"enable_checkpointing": False}, {"deterministic": True}])
+def test_our_callbacks_and_checkpoint_writer_reach_the_trainer(tmp_path, tiny_cifar, monkeypatch, trainer_args):
+    """CifarCLI.instantiate_trainer hands them to LightningCLI's public instantiate_trainer(**kwargs),
+    using its public config_init and subcommand attributes."""
+    from lightning_cifar.callbacks import LatestCheckpoint, PredictionsCSV
+    from lightning_cifar.checkpoint_io import AtomicCheckpointIO
+    from lightning_cifar.evaluation_report import ClassificationReport
+    from lightning_cifar.trainer_cli import make_cli
+
+    monkeypatch.chdir(tmp_path)
+    cli = make_cli({"data": {"data_dir": str(tiny_cifar), "verify": False},
+                    "trainer": {"logger": False, **trainer_args}}, run=False)
+    kinds = {type(cb) for cb in cli.trainer.callbacks}
+    assert {PredictionsCSV, ClassificationReport} <= kinds, "see CifarCLI.instantiate_trainer"
+    assert (LatestCheckpoint in kinds) is (trainer_args.get("enable_checkpointing") is not False)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    # cudnn autotuning picks algorithms by timing: off when the user asks for determinism.
+    assert torch.backends.cudnn.benchmark is (not trainer_args.get("deterministic"))
+
+
+def test_model_checkpoint_offers_what_latest_checkpoint_uses():
+    """callbacks.LatestCheckpoint writes last.ckpt itself through these."""
+    for name in ("format_checkpoint_name", "CHECKPOINT_NAME_LAST", "save_last", "last_model_path",
+                 "save_weights_only"):
+        assert hasattr(ModelCheckpoint(), name), f"ModelCheckpoint.{name} is gone: see lightning_cifar/callbacks.py"
+    state = ModelCheckpoint(monitor="val/acc").state_dict()
+    for key in ("best_model_path", "best_model_score", "monitor"):
+        assert key in state, f"ModelCheckpoint.state_dict() lacks {key!r}: see lightning_cifar/run_folders.py"
+    for name in ("is_last_batch", "sanity_checking", "fast_dev_run", "save_checkpoint"):
+        assert hasattr(pl.Trainer, name) or name in inspect.signature(pl.Trainer).parameters, (
+            f"Trainer.{name} is gone: see lightning_cifar/callbacks.py and loss_guard.py")
+
+
+def test_lightning_checkpoints_keep_hyperparameters_where_we_check_them():
+    """checkpoint_io.read_checkpoint looks for class paths under these keys; model.checkpoint_normalize
+    reads the data module's settings from the second."""
+    assert pl.LightningModule.CHECKPOINT_HYPER_PARAMS_KEY == "hyper_parameters"
+    assert pl.LightningDataModule.CHECKPOINT_HYPER_PARAMS_KEY == "datamodule_hyper_parameters"
+
+
+def test_jsonargparse_can_be_told_never_to_build_classes_inside_any():
+    """lightning_cifar/__init__.py closes the class_path-in-Any hole with this setting."""
+    parameters = inspect.signature(jsonargparse.set_parsing_settings).parameters
+    assert "instantiate_subclass_spec_in_any" in parameters, (
+        "jsonargparse lost instantiate_subclass_spec_in_any: checkpoints could run code again;"
+        " see lightning_cifar/__init__.py")
+    from jsonargparse._common import get_parsing_setting
+
+    assert get_parsing_setting("instantiate_subclass_spec_in_any") is False
+
+
+def test_torchvision_cifar10_still_describes_its_files():
+    """data.SafeCIFAR10 reads the file lists, checksums and download address from these attributes."""
+    for name in ("base_folder", "url", "filename", "tgz_md5", "train_list", "test_list", "meta", "download"):
+        assert hasattr(CIFAR10, name), f"torchvision's CIFAR10.{name} is gone: see lightning_cifar/data.py"
+    assert len(CIFAR10.train_list) == 5 and CIFAR10.meta["filename"] == "batches.meta"
+
+
+def test_torch_reports_native_bf16_on_the_cpu():
+    """trainer_cli.default_precision asks this private op, falling back to fp32 if it disappears."""
+    if not hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported"):
+        pytest.fail("torch.ops.mkldnn._is_mkldnn_bf16_supported is gone: default_precision falls back to"
+                    " 32-true everywhere on the CPU; see lightning_cifar/trainer_cli.py")
