@@ -17,6 +17,7 @@ from typing import Any, Iterator, Optional
 import torch
 from lightning_fabric.utilities.cloud_io import get_filesystem
 from lightning_fabric.utilities.types import _PATH
+from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from lightning_cifar.errors import LightningCifarError
@@ -37,7 +38,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 # Keys by which jsonargparse would import and build a class from a value.
 CLASS_KEYS = ("class_path", "_class_path")
-HPARAM_SECTIONS = ("hyper_parameters", "datamodule_hyper_parameters")
+# Where Lightning keeps the model's and the data module's hyperparameters in a checkpoint.
+MODEL_HPARAMS, DATA_HPARAMS = LightningModule.CHECKPOINT_HYPER_PARAMS_KEY, LightningDataModule.CHECKPOINT_HYPER_PARAMS_KEY
 
 
 def class_paths(value: Any, where: str) -> Iterator[str]:
@@ -81,7 +83,7 @@ def read_checkpoint(path: str, label: Optional[str] = None) -> dict[str, Any]:
         ) from exc
     if not isinstance(checkpoint, dict):
         raise LightningCifarError(f"{label}: not a Lightning checkpoint (holds a {type(checkpoint).__name__})")
-    named = [hit for section in HPARAM_SECTIONS for hit in class_paths(checkpoint.get(section), section)]
+    named = [hit for section in (MODEL_HPARAMS, DATA_HPARAMS) for hit in class_paths(checkpoint.get(section), section)]
     if named:
         raise LightningCifarError(
             f"{label}: refused: its hyperparameters name a class to build ({named[0]}), which would run code"

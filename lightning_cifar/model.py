@@ -13,7 +13,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_cifar import registry, rng_state
-from lightning_cifar.checkpoint_io import read_checkpoint
+from lightning_cifar.checkpoint_io import DATA_HPARAMS, MODEL_HPARAMS, read_checkpoint
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.input_norm import Standardize
 from lightning_cifar.loss_guard import NonFiniteLossGuard
@@ -35,10 +35,10 @@ def checkpoint_normalize(checkpoint: dict[str, Any], source: str = "the checkpoi
     """For a checkpoint written before the model standardised its own input (lightning-cifar 0.1),
     whether its data module standardised the images, i.e. the ``normalize`` the model must use;
     ``None`` for a current checkpoint (its hyperparameters hold ``normalize`` themselves)."""
-    hparams = checkpoint.get("hyper_parameters") or {}
+    hparams = checkpoint.get(MODEL_HPARAMS) or {}
     if "normalize" in hparams:
         return None
-    data = checkpoint.get("datamodule_hyper_parameters")
+    data = checkpoint.get(DATA_HPARAMS)
     if not isinstance(data, dict):
         raise LightningCifarError(
             f"{source} was written before lightning-cifar 0.2 without its data module's settings, so whether its"
