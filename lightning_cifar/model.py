@@ -124,7 +124,8 @@ class Classifier(pl.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> "Classifier":
         """Lightning's ``load_from_checkpoint``, refusing first a local checkpoint that holds more than
         plain data or names classes in its hyperparameters (see ``checkpoint_io.read_checkpoint``)."""
-        if isinstance(checkpoint_path, (str, bytes)) or hasattr(checkpoint_path, "__fspath__"):
+        local = isinstance(checkpoint_path, str) or hasattr(checkpoint_path, "__fspath__")
+        if local and "://" not in str(checkpoint_path):  # remote files are fetched by Lightning itself
             read_checkpoint(str(checkpoint_path))
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 

@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 LOG_DIR_NAME = "lightning_logs"
-LAST_NAME = "last"
-# The CLI's checkpoint file names: "epoch007-val_acc0.8123.ckpt".
+LAST_NAME = ModelCheckpoint.CHECKPOINT_NAME_LAST
+# What the CLI's checkpoint callback monitors, and how it names the files it keeps
+# ("epoch007-val_acc0.8123.ckpt"; a "/" in the name would make sub-folders).
+MONITOR = "val/acc"
+CHECKPOINT_FILENAME = "epoch{epoch:03d}-val_acc{val/acc:.4f}"
 FILENAME_SCORE = re.compile(r"val_acc(\d+(?:\.\d+)?)")
 
 
@@ -63,7 +67,7 @@ def best_in(ckpt_dir: Path) -> Optional[Found]:
     # The newest checkpoint (normally last.ckpt, written after the top-k files) knows every score.
     newest = max(ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
     states = _callback_states(newest)
-    states.sort(key=lambda s: s.get("monitor") != "val/acc")  # ours first, should a user add others
+    states.sort(key=lambda s: s.get("monitor") != MONITOR)  # ours first, should a user add others
     for state in states:
         # By file name: the folder may have been moved since the run recorded its path.
         name = Path(str(state.get("best_model_path") or "")).name

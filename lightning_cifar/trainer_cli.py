@@ -27,18 +27,17 @@ from lightning_cifar.data import CIFAR10DataModule
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.evaluation_report import ClassificationReport
 from lightning_cifar.model import Classifier, checkpoint_normalize
-from lightning_cifar.run_folders import LOG_DIR_NAME, find_checkpoint
+from lightning_cifar.run_folders import CHECKPOINT_FILENAME, LOG_DIR_NAME, MONITOR, find_checkpoint
 
 # Checkpoint aliases Lightning itself understands; left to it.
 LIGHTNING_ALIASES = ("hpc", "registry")
 # Callbacks every run gets, each configurable under its own key (--checkpoint.save_top_k=3, ...).
 CALLBACK_GROUPS = {"checkpoint": LatestCheckpoint, "predictions": PredictionsCSV, "report": ClassificationReport}
 CHECKPOINT_DEFAULTS = {
-    "checkpoint.monitor": "val/acc",
+    "checkpoint.monitor": MONITOR,
     "checkpoint.mode": "max",
     "checkpoint.save_last": True,
-    # A "/" in the metric name would otherwise make sub-folders.
-    "checkpoint.filename": "epoch{epoch:03d}-val_acc{val/acc:.4f}",
+    "checkpoint.filename": CHECKPOINT_FILENAME,
     "checkpoint.auto_insert_metric_name": False,
 }
 
@@ -165,8 +164,9 @@ class CifarCLI(LightningCLI):
         legacy = checkpoint_normalize(checkpoint, f"--ckpt_path={path}") if checkpoint is not None else None
         if legacy is not None:
             config["model"]["normalize"] = legacy
-            rank_zero_info(f"--ckpt_path={path} was written by lightning-cifar 0.1, whose data module standardised"
-                           f" the images; the model takes that over: --model.normalize={str(legacy).lower()}")
+            rank_zero_info(f"--ckpt_path={path} was written by lightning-cifar 0.1, which left standardising the"
+                           f" images to the data module (its normalize={str(legacy).lower()}); the model takes that"
+                           f" setting over: --model.normalize={str(legacy).lower()}")
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         # Everything through LightningCLI's public override point: our callbacks and the atomic
@@ -212,6 +212,8 @@ def make_cli(args: Optional[Union[Sequence[str], dict[str, Any], Namespace]], ru
     with warnings.catch_warnings():
         # Lightning warns when `args` and sys.argv are both given; `lightning-cifar study ...` gives both on purpose.
         warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
+        # The summary's size estimate in MB assumes fp32 under bf16; the FLOPs it shows are right.
+        warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the model summary")
         return CifarCLI(
             Classifier,
             CIFAR10DataModule,

@@ -14,7 +14,6 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from torchvision.datasets import CIFAR10
 
-from conftest import TINY_DATA_ARGS
 
 
 def test_lightning_cli_parses_arguments_before_it_reparses_the_checkpoint(tmp_path, tiny_cifar, monkeypatch):

@@ -183,3 +183,20 @@ def test_last_checkpoint_is_written_at_epoch_end_when_there_is_no_validation(tmp
     t.fit(Classifier("mlp_seed"), tiny_dm)
     last = torch.load(tmp_path / "ckpts" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 1 and last["global_step"] == 10
+
+
+def test_the_cli_takes_a_version_0_1_checkpoints_normalisation_over(legacy_checkpoint, tiny_cifar, tmp_path, cli):
+    import yaml
+
+    from conftest import TINY_DATA_ARGS, scalars
+
+    path, reference = legacy_checkpoint(False)
+    result = cli(["test", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--trainer.precision=32-true",
+                  f"--ckpt_path={path}"], tmp_path)
+    assert "was written by lightning-cifar 0.1" in result.stderr and "--model.normalize=false" in result.stderr
+    run = tmp_path / "lightning_logs" / "version_0"
+    assert yaml.safe_load((run / "config.yaml").read_text())["model"]["normalize"] is False
+    images, labels = tiny_test_set(tiny_cifar)
+    with torch.no_grad():
+        expected = float((reference(images).argmax(1) == labels).float().mean())
+    assert scalars(run)["test/acc"][0] == pytest.approx(expected, abs=1e-6)
