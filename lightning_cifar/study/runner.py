@@ -13,10 +13,12 @@ half-way left no result file and is redone from scratch. Several processes
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import pytorch_lightning as pl
 
@@ -197,13 +199,28 @@ def run_one(run: Run, out: Path, data_dir: Optional[str] = None,
     return result, dm
 
 
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's and Fabric's info lines (seed, accelerator, tips) held back for a while."""
+    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def check_runs(runs: list[Run], out: Path, data_dir: Optional[str] = None) -> dict[str, Any]:
     """Every run's configuration through fit's parser, before the first run trains: a value fit
     would refuse stops the study now, not hours later. Returns each run's parsed configuration
     (fit's defaults filled in), by run id."""
     if not runs:
         return {}
-    parser = build(run_config(runs[0], out, data_dir)).parser
+    with quiet_lightning():  # only the parser is wanted: no "GPU available" lines before the plan
+        parser = build(run_config(runs[0], out, data_dir)).parser
     parsed = {}
     for run in runs:
         try:
