@@ -130,7 +130,10 @@ class Classifier(pl.LightningModule):
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        # Part of the model, so every Trainer gets it: the CLI's, the study's, a user's own.
+        # Part of the model, so every Trainer gets it: the CLI's, the study's, a user's own
+        # (once: Lightning asks again at every fit/test and would announce a replacement).
+        if self._trainer is not None and any(isinstance(cb, NonFiniteLossGuard) for cb in self.trainer.callbacks):
+            return []
         return [NonFiniteLossGuard()]
 
     def forward(self, x: Tensor) -> Tensor:

@@ -112,3 +112,46 @@ def summary_command(argv: Sequence[str]) -> int:
     net = registry.create(name, num_classes=args.num_classes, **kwargs)
     print(render(name, kwargs, net))
     return 0
+
+
+@dataclass
+class SpatialProfile:
+    """What the convolutions and poolings of a network see: the receptive field of one output unit
+    of the last spatial layer (in input pixels), that layer's map size, and each conv's kernel."""
+
+    receptive_field: Optional[int]  # None for a network without spatial layers (an MLP)
+    final_map: Optional[int]
+    conv_kernels: list[int]
+
+
+def spatial_profile(net: nn.Module) -> SpatialProfile:
+    """Receptive field by the usual recurrence over the conv and pool layers in call order:
+    r += (k - 1) * jump, jump *= stride (dilation 1)."""
+    spatial: list[tuple[nn.Module, int]] = []
+
+    def record(module: nn.Module, _inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and output.dim() == 4:
+            spatial.append((module, int(output.shape[-1])))
+
+    kinds = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+    hooks = [m.register_forward_hook(record) for m in net.modules() if isinstance(m, kinds)]
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, *INPUT_SHAPE))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        net.train(was_training)
+    if not spatial:
+        return SpatialProfile(None, None, [])
+    field_size, jump, kernels = 1, 1, []
+    for module, _ in spatial:
+        k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
+        stride = module.stride if isinstance(module.stride, int) else module.stride[0]
+        field_size += (k - 1) * jump
+        jump *= stride
+        if isinstance(module, nn.Conv2d):
+            kernels.append(k)
+    return SpatialProfile(field_size, spatial[-1][1], kernels)

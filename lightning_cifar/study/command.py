@@ -1,64 +1,54 @@
-"""``lightning-cifar study``: plan, run (resumably, shardably) and report a width/depth/MLP study."""
+"""``lightning-cifar study``: plan, tune, run (resumably, shardably) and report a width/depth/MLP study."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
-import yaml
 
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.files import atomic_write_json
 from lightning_cifar.study.config import StudyConfig, load_study
-from lightning_cifar.study.plan import Run, expand, parse_shard, shard
+from lightning_cifar.study.plan import Run, choose, expand, parse_shard, pending_families, shard
 
 TRAIN_IMAGES = 45_000  # 50,000 minus the default 5,000 held out for validation
+STUDY_FILE = "study.json"  # the parsed config, next to the results: what the report is about
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def study_record(study: StudyConfig) -> dict[str, Any]:
+    """The study as the report needs it: axes with their points, scales and kinds, baselines, tuning grids."""
+    record = dataclasses.asdict(study)
+    record["axes"] = [{**dataclasses.asdict(axis), "points": [{"value": p.value, "label": p.label, "settings": p.settings}
+                                                             for p in axis.points]} for axis in study.axes]
+    return record
 
 
-def environment(study: StudyConfig, data_dir: Optional[str]) -> dict[str, str]:
-    import pytorch_lightning as pl
-
-    if torch.cuda.is_available():
-        hardware = f"{torch.cuda.get_device_name(0)} (x{torch.cuda.device_count()}), {cpu_name()}"
-    else:
-        hardware = f"{cpu_name()}, {torch.get_num_threads()} threads, no GPU"
-    return {
-        "name": study.name,
-        "hardware": hardware,
-        "software": f"Python {platform.python_version()}, torch {torch.__version__}, pytorch-lightning {pl.__version__}",
-        "data": f"CIFAR-10 from {data_dir or study.recipe['data'].get('data_dir', './data')}",
-        "recipe": yaml.safe_dump(study.recipe, sort_keys=True),
-        "axes": ",".join(axis.name for axis in study.axes),  # the report follows the config's order
-    }
+def training_device(config: Any) -> torch.device:
+    """The device a run with this parsed configuration trains on (the first one)."""
+    accelerator = str(config.trainer.accelerator)
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def probe_images_per_s(run: Run, config: Any, steps: int = 3) -> float:
-    """Training images/s of the run's network on random input, with the run's batch size and precision
-    (``config``: the run's configuration as fit's parser completed it, defaults included)."""
+    """Training images/s of the run's network on random input, with the run's batch size and precision,
+    on the device it will train on (``config``: its configuration as fit's parser completed it)."""
     from lightning_cifar.model import Classifier
 
-    model = Classifier(**{k: v for k, v in config.model.as_dict().items() if k != "num_classes"})
+    device = training_device(config)
+    model = Classifier(**{k: v for k, v in config.model.as_dict().items() if k != "num_classes"}).to(device)
     batch = int(config.data.batch_size)
     precision = str(config.trainer.precision)
-    x, y = torch.rand(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    x, y = torch.rand(batch, 3, 32, 32, device=device), torch.randint(0, 10, (batch,), device=device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16"))
+    dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=precision.startswith(("bf16", "16")))
 
     def step() -> None:
         with autocast:
@@ -68,40 +58,95 @@ def probe_images_per_s(run: Run, config: Any, steps: int = 3) -> float:
         opt.step()
 
     step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     started = time.perf_counter()
     for _ in range(steps):
         step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return steps * batch / (time.perf_counter() - started)
 
 
-def dry_run(runs: list[Run], configs: dict[str, Any]) -> None:
+def estimate_seconds(config: Any, images_per_s: float) -> float:
+    """Training, plus validation each epoch, the clean training subset and one test pass (forward only: ~1/3 of a step)."""
+    epochs, tta = int(config.trainer.max_epochs), 2 if config.model.tta else 1
+    return epochs * TRAIN_IMAGES / images_per_s + tta * (epochs * 10_000 + 10_000) / (3 * images_per_s)
+
+
+def dry_run(runs: list[Run], configs: dict[str, Any], pending: set[str]) -> None:
     from lightning_cifar.study.runner import describe_network
 
     probes: dict[str, float] = {}
     total = 0.0
-    print(f"{'run':<34} {'axis points':<34} {'params':>10} {'FLOPs/img':>10} {'img/s':>7} {'est. s':>7}")
+    print(f"{'run':<34} {'role':<6} {'points':<40} {'params':>10} {'FLOPs/img':>10} {'img/s':>7} {'est. s':>7}")
+    devices = set()
     for run in runs:
         config = configs[run.run_id]
-        epochs, tta = int(config.trainer.max_epochs), 2 if config.model.tta else 1
-        params, flops = describe_network(run)
+        devices.add(str(training_device(config)))
+        network = describe_network(run)
         if run.config_key not in probes:
             probes[run.config_key] = probe_images_per_s(run, config)
-        ips = probes[run.config_key]
-        # Training, plus validation each epoch and one test pass (forward only: ~1/3 of a step).
-        seconds = epochs * TRAIN_IMAGES / ips + tta * (epochs * 5_000 + 10_000) / (3 * ips)
+        seconds = estimate_seconds(config, probes[run.config_key])
         total += seconds
-        where = ", ".join(f"{p.axis}={p.value}" for p in run.points)
-        print(f"{run.run_id:<34} {where:<34} {params:>10,} {flops / 1e6:>9.1f}M {ips:>7.0f} {seconds:>7.0f}",
-              flush=True)
-    epochs = sorted({int(c.trainer.max_epochs) for c in configs.values()})
-    print(f"\n{len(runs)} runs, {'/'.join(map(str, epochs))} epochs each; estimated {total / 60:.1f} minutes in all "
-          "(from a 3-step probe on random input on this machine; data loading not included)")
+        where = "; ".join(p.label for p in run.points)
+        if run.family in pending and "tune" not in run.roles:
+            where += " (tuned later)"
+        print(f"{run.run_id:<34} {','.join(run.roles):<6} {where[:40]:<40} {network['params']:>10,} "
+              f"{network['flops_per_image'] / 1e6:>9.1f}M {probes[run.config_key]:>7.0f} {seconds:>7.0f}", flush=True)
+    note = (f"; families {', '.join(sorted(pending))} are planned with their first tuning candidate until their"
+            " tuning runs are done") if pending else ""
+    print(f"\n{len(runs)} runs; estimated {total / 3600:.1f} hours in all (a 3-step probe per configuration on random"
+          f" input on {', '.join(sorted(devices))} of this machine; data loading not included){note}")
+
+
+def execute(study: StudyConfig, out: Path, k: int, n: int, data_dir: Optional[str] = None,
+            log: Callable[[str], None] = print) -> None:
+    """Run this shard's runs that have no result yet: the tuning runs first, then, once a family's tuning
+    is complete, the runs that use its winner. One line per finished run, with what is left."""
+    from lightning_cifar.data import CIFAR10DataModule
+    from lightning_cifar.study.runner import RESULT_VERSION, check_runs, load_results, run_one, write_results_csv
+
+    out.mkdir(parents=True, exist_ok=True)
+    loaded: Optional[CIFAR10DataModule] = None
+    checked: set[str] = set()
+    spent: list[float] = []
+    while True:
+        results = {r["run_id"]: r for r in load_results(out) if r.get("version") == RESULT_VERSION}
+        tuning = choose(study, results)
+        plan = expand(study, tuning)
+        blocked = pending_families(study, tuning)
+        mine = [r for r in shard(plan, k, n) if r.run_id not in results]
+        todo = [r for r in mine if "tune" in r.roles or r.family not in blocked]
+        if not spent:
+            log(f"{len(shard(plan, k, n)) - len(mine)} of {len(shard(plan, k, n))} runs already done;"
+                f" {len(mine)} to run")
+        unchecked = [r for r in todo if r.run_id not in checked]
+        if unchecked:
+            check_runs(unchecked, out, data_dir)  # before any of them trains
+            checked.update(r.run_id for r in unchecked)
+        if not todo:
+            write_results_csv(out, {r.run_id for r in plan})
+            if mine:
+                log(f"{len(mine)} runs wait for the tuning of {', '.join(sorted(blocked))}, whose runs belong to other"
+                    " shards: run this command again once they are done")
+            return
+        run = todo[0]
+        log(f"[{len(spent) + 1}] {run.run_id} ({'; '.join(p.label for p in run.points)})")
+        started = time.perf_counter()
+        result, loaded = run_one(run, out, data_dir, loaded)
+        spent.append(time.perf_counter() - started)
+        write_results_csv(out, {r.run_id for r in plan})
+        left = len(mine) - 1
+        eta = sum(spent) / len(spent) * left
+        log(f"    test acc {result['test_acc']:.4f}, val acc {result['val_acc']:.4f}, {spent[-1]:.0f} s;"
+            f" {left} runs left in this shard, about {eta / 60:.0f} min at this pace")
 
 
 def study_command(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="lightning-cifar study",
-        description="Width sweep, depth sweep and CNN-vs-MLP comparison as one resumable command, with a report.",
+        description="Width and depth sweeps and CNN-vs-MLP comparison as one resumable command, with a report.",
     )
     parser.add_argument("-c", "--config", required=True, help="study config (YAML), e.g. configs/study/quick-cpu.yaml")
     parser.add_argument("--out", required=True, help="output folder: results, TensorBoard logs, report")
@@ -113,34 +158,31 @@ def study_command(argv: Sequence[str]) -> int:
 
     study = load_study(args.config)
     k, n = parse_shard(args.shard)
-    runs = shard(expand(study), k, n)
-    if not runs:
-        raise LightningCifarError(f"shard {args.shard} of {args.config} has no runs")
     out = Path(args.out)
     command = f"lightning-cifar study -c {args.config} --out {args.out}"
     if args.data_dir:
         command += f" --data-dir {args.data_dir}"
+    from lightning_cifar.study.runner import RESULT_VERSION, check_runs, load_results, write_results_csv
 
-    from lightning_cifar.study.runner import check_runs, execute, write_results_csv
-
-    if args.dry_run or not args.report_only:
-        configs = check_runs(runs, out, args.data_dir)  # before anything trains or is written
     if args.dry_run:
-        dry_run(runs, configs)
+        results = {r["run_id"]: r for r in load_results(out) if r.get("version") == RESULT_VERSION}
+        tuning = choose(study, results)
+        runs = shard(expand(study, tuning), k, n)
+        if not runs:
+            raise LightningCifarError(f"shard {args.shard} of {args.config} has no runs")
+        dry_run(runs, check_runs(runs, out, args.data_dir), pending_families(study, tuning))
         return 0
     from lightning_cifar.study.report import write_report
 
-    env_path = out / "environment.json"
-    planned = {run.run_id for run in expand(study)}
     if args.report_only:
-        write_results_csv(out, planned)
+        results = {r["run_id"]: r for r in load_results(out) if r.get("version") == RESULT_VERSION}
+        write_results_csv(out, {r.run_id for r in expand(study, choose(study, results))})
     else:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(env_path, environment(study, args.data_dir))
-        execute(runs, out, data_dir=args.data_dir, log=lambda line: print(line, flush=True), planned=planned)
-    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+        atomic_write_json(out / STUDY_FILE, study_record(study))
+        execute(study, out, k, n, data_dir=args.data_dir, log=lambda line: print(line, flush=True))
     try:
-        report = write_report(out, env, command)
+        report = write_report(out, study, command)
     except ValueError as exc:
         raise LightningCifarError(str(exc)) from exc
     print(f"report: {report}", file=sys.stderr)

@@ -1,10 +1,18 @@
-"""Expanding a study config into runs: axes x values x seeds, plus the baselines.
+"""Expanding a study config into runs.
 
-A run is identified by a hash of everything that determines it: the network
-(as built: its full module description, so two spellings of one network are
-one network), the recipe and the seed. Points of different axes that describe
-the same network (the base point lies on every axis) therefore share one run,
-and a rerun of the study recognises finished runs whatever order it takes them in.
+A run is one ``lightning-cifar fit`` configuration and a seed. It is identified by a hash of
+everything that determines it: the network as built (its module description, so two
+spellings of one network are one network) and the rest of fit's configuration. Points that
+describe the same run (the base network lies on several axes; a tuning candidate may be the
+winner) share it, and a rerun of the study recognises finished runs in any order.
+
+The plan has four roles, in the order they run:
+
+* ``tune``: each tuned family's grid on its representative network (the base network for
+  ``cnn``, the baseline itself otherwise), chosen by validation accuracy;
+* ``main``: every axis point and baseline, with its family's tuned settings;
+* ``budget``: a subset again at several times the epochs;
+* ``anchor``: fit configs trained exactly as written (the seed notebook's recipes).
 """
 
 from __future__ import annotations
@@ -12,11 +20,19 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from statistics import mean
+from typing import Any, Callable, Optional
 
-from lightning_cifar.study.config import StudyConfig
+from lightning_cifar.config_files import read_yaml
+from lightning_cifar.study.config import CNN_FAMILY, RECIPE_SECTIONS, Point, StudyConfig, StudyConfigError, apply
 
 BASELINE_AXIS = "baseline"
+ANCHOR_AXIS = "anchor"
+BUDGET_AXIS = "budget"
+TUNE_PREFIX = "tune:"
+ROLES = ("tune", "main", "budget", "anchor")
+# Data settings that say where the files are, not how to train: anchors take them from the study.
+DATA_LOCATION = ("data_dir", "download", "verify")
 
 
 def _canonical(obj: Any) -> str:
@@ -24,34 +40,37 @@ def _canonical(obj: Any) -> str:
 
 
 @dataclass(frozen=True)
-class Point:
-    """Where a run sits in the study: an axis and the value on it."""
-
-    axis: str
-    value: Any
-
-
-@dataclass(frozen=True)
 class Run:
-    backbone: str
-    kwargs: dict[str, Any]
+    config: dict[str, Any]  # fit's trainer / model / data sections
     seed: int
-    recipe: dict[str, dict[str, Any]]
     architecture: str
+    family: str
+    roles: tuple[str, ...] = field(default=(), compare=False)
     points: tuple[Point, ...] = field(default=(), compare=False)
 
     @property
+    def backbone(self) -> str:
+        return self.config["model"]["backbone"]
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return self.config["model"].get("backbone_kwargs") or {}
+
+    @property
     def config_key(self) -> str:
-        """Hash of the network and recipe, without the seed: runs of one configuration share it."""
-        blob = _canonical({"architecture": self.architecture, "recipe": self.recipe})
+        """Hash of the network and the rest of the configuration, without the seed."""
+        rest = {k: v for k, v in self.config.items() if k != "model"}
+        rest["model"] = {k: v for k, v in self.config["model"].items() if k not in ("backbone", "backbone_kwargs")}
+        blob = _canonical({"architecture": self.architecture, "config": rest})
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
     @property
     def run_id(self) -> str:
         return f"{self.backbone}-{self.config_key}-s{self.seed}"
 
-    def with_point(self, point: Point) -> Run:
-        return Run(self.backbone, self.kwargs, self.seed, self.recipe, self.architecture, (*self.points, point))
+    def serving(self, role: str, point: Point) -> Run:
+        roles = self.roles if role in self.roles else (*self.roles, role)
+        return Run(self.config, self.seed, self.architecture, self.family, roles, (*self.points, point))
 
 
 def architecture(backbone: str, kwargs: dict[str, Any]) -> str:
@@ -62,29 +81,151 @@ def architecture(backbone: str, kwargs: dict[str, Any]) -> str:
     return hashlib.sha256(repr(net).encode()).hexdigest()[:16]
 
 
-def expand(study: StudyConfig) -> list[Run]:
-    """Every distinct run, in a fixed order, each listing all the axis points it serves."""
+def max_epochs(config: dict[str, Any]) -> int:
+    from lightning_cifar.trainer_cli import trainer_defaults  # fit's default when the recipe sets none
+
+    return int(config["trainer"].get("max_epochs", trainer_defaults()["max_epochs"]))
+
+
+def tune_label(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k.split('.', 1)[1] if k.count('.') == 1 else k}={v}" for k, v in settings.items())
+
+
+@dataclass
+class Tuning:
+    """What the tuning runs chose: the winning settings of each tuned family (empty until its runs finished)."""
+
+    winners: dict[str, dict[str, Any]] = field(default_factory=dict)
+    table: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # family -> candidates with scores
+    pending: dict[str, int] = field(default_factory=dict)  # family -> tuning runs still missing
+
+
+def family_config(study: StudyConfig, family: str) -> dict[str, Any]:
+    """The untuned configuration of a family's representative network."""
+    if family == CNN_FAMILY:
+        return study.base_config
+    baseline = next(b for b in study.baselines if b.label == family)
+    config = study.base_config
+    config["model"] = {**study.recipe["model"], "backbone": baseline.backbone, "backbone_kwargs": dict(baseline.kwargs)}
+    return apply(config, baseline.recipe)
+
+
+def choose(study: StudyConfig, results: dict[str, dict[str, Any]]) -> Tuning:
+    """The tuning candidates' mean final validation accuracy over their seeds, and each family's winner
+    (ties: the first candidate listed). Never the test set. Tuning results are found by the point they
+    recorded (family and candidate settings), so a renamed or re-hashed run does not hide them."""
+    scores: dict[tuple[str, str], dict[int, float]] = {}
+    for result in results.values():
+        curve = result.get("val_acc_curve")
+        for point in result.get("points", []):
+            if point["axis"].startswith(TUNE_PREFIX) and curve:
+                key = (point["axis"][len(TUNE_PREFIX):], _canonical(point["settings"]))
+                scores.setdefault(key, {})[result["seed"]] = curve[-1]
+    tuning = Tuning()
+    for tune in study.tune:
+        rows, missing = [], 0
+        for candidate in tune.candidates():
+            found = scores.get((tune.family, _canonical(candidate)), {})
+            values = [found[seed] for seed in tune.seeds if seed in found]
+            missing += len(tune.seeds) - len(values)
+            rows.append({"settings": candidate, "label": tune_label(candidate), "val_acc": values,
+                         "mean_val_acc": mean(values) if values else None})
+        tuning.table[tune.family] = rows
+        if missing:
+            tuning.pending[tune.family] = missing
+        else:
+            best = max(rows, key=lambda r: r["mean_val_acc"])  # max keeps the first of equal scores
+            tuning.winners[tune.family] = best["settings"]
+    return tuning
+
+
+def main_configs(study: StudyConfig, tuning: Tuning) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Label ("base", an axis point "width=2", a baseline's label) -> (family, fit configuration) of the
+    main runs, each with its family's tuned settings (the first candidate while tuning is pending)."""
+
+    def tuned(family: str, config: dict[str, Any]) -> dict[str, Any]:
+        tune = next((t for t in study.tune if t.family == family), None)
+        if tune is None:
+            return config
+        return apply(config, tuning.winners.get(family) or tune.candidates()[0])
+
+    main = {"base": (CNN_FAMILY, tuned(CNN_FAMILY, study.base_config))}
+    for axis in study.axes:
+        for point in axis.points:
+            main[point.label] = (CNN_FAMILY, tuned(CNN_FAMILY, apply(study.base_config, point.settings)))
+    for baseline in study.baselines:
+        main[baseline.label] = (baseline.label, tuned(baseline.label, family_config(study, baseline.label)))
+    return main
+
+
+def base_key(study: StudyConfig, tuning: Tuning) -> str:
+    """The config key of the base network's main runs."""
+    config = main_configs(study, tuning)["base"][1]
+    return Run(config, 0, architecture(config["model"]["backbone"], config["model"]["backbone_kwargs"]),
+               CNN_FAMILY).config_key
+
+
+def expand(study: StudyConfig, tuning: Optional[Tuning] = None,
+           arch: Callable[[str, dict[str, Any]], str] = architecture) -> list[Run]:
+    """Every distinct run, in role order (tune, main, budget, anchor), each listing the points it serves.
+
+    Families whose tuning has not finished are planned with their first grid candidate, so that a
+    dry run can size the study; ``pending_families`` tells the runner not to train those yet.
+    """
+    tuning = tuning or Tuning()
     runs: dict[str, Run] = {}
 
-    def add(backbone: str, kwargs: dict[str, Any], point: Point) -> None:
-        arch = architecture(backbone, kwargs)
-        for seed in study.seeds:
-            run = Run(backbone, kwargs, seed, study.recipe, arch)
-            known = runs.get(run.run_id, run)
-            runs[run.run_id] = known.with_point(point)
+    def add(role: str, family: str, config: dict[str, Any], seeds: tuple[int, ...], point: Point) -> None:
+        for section in RECIPE_SECTIONS:
+            config.setdefault(section, {})
+        network = arch(config["model"]["backbone"], config["model"].get("backbone_kwargs") or {})
+        for seed in seeds:
+            run = Run(config, seed, network, family)
+            runs[run.run_id] = runs.get(run.run_id, run).serving(role, point)
 
+    for tune in study.tune:
+        for candidate in tune.candidates():
+            config = apply(family_config(study, tune.family), candidate)
+            add("tune", tune.family, config, tune.seeds,
+                Point(f"{TUNE_PREFIX}{tune.family}", tune_label(candidate), ",".join(tune.grid), candidate))
+
+    main = main_configs(study, tuning)
     for axis in study.axes:
-        for value in axis.values:
-            add(study.base_backbone, {**study.base_kwargs, axis.param: value}, Point(axis.name, value))
+        for point in axis.points:
+            add("main", CNN_FAMILY, main[point.label][1], study.seeds, point)
     for baseline in study.baselines:
-        add(baseline.backbone, baseline.kwargs, Point(BASELINE_AXIS, baseline.label))
-    return list(runs.values())
+        add("main", baseline.label, main[baseline.label][1], study.seeds,
+            Point(BASELINE_AXIS, baseline.label, "backbone"))
+
+    if study.budget is not None:
+        for label in study.budget.points:
+            family, config = main[label]
+            longer = apply(config, {"trainer.max_epochs": max_epochs(config) * study.budget.multiplier})
+            add("budget", family, longer, study.budget.seeds,
+                Point(BUDGET_AXIS, label, "trainer.max_epochs", {"trainer.max_epochs": max_epochs(longer)}))
+
+    for anchor in study.anchors:
+        loaded = read_yaml(anchor.config, "anchor config", StudyConfigError) or {}
+        config = {section: dict((loaded.get(section) if isinstance(loaded, dict) else None) or {})
+                  for section in RECIPE_SECTIONS}
+        if "backbone" not in config["model"]:
+            raise StudyConfigError(f"anchor {anchor.label!r}: {anchor.config} names no model.backbone")
+        # Where the data lives is the study's business, not the recipe's.
+        location = {k: v for k, v in study.recipe["data"].items() if k in DATA_LOCATION}
+        config["data"] = {**location, **config["data"]}
+        add("anchor", f"anchor:{anchor.label}", config, anchor.seeds, Point(ANCHOR_AXIS, anchor.label, "config"))
+
+    order = {role: i for i, role in enumerate(ROLES)}
+    return sorted(runs.values(), key=lambda r: min(order[role] for role in r.roles))
+
+
+def pending_families(study: StudyConfig, tuning: Tuning) -> set[str]:
+    """Tuned families whose winner is not known yet."""
+    return {t.family for t in study.tune if t.family not in tuning.winners}
 
 
 def parse_shard(text: str) -> tuple[int, int]:
     """``"K/N"`` -> (K, N), with 0 <= K < N."""
-    from lightning_cifar.study.config import StudyConfigError
-
     try:
         k, n = (int(part) for part in text.split("/"))
     except ValueError:

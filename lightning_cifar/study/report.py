@@ -1,122 +1,126 @@
-"""From results.csv to summary.csv, plots and report.md.
+"""From the runs' results to summary.csv, plots and report.md.
 
-Every number and every sentence of the report is computed here from the
-results; nothing is written by hand after the fact.
+Every number and every sentence of the report is computed here from the result files and the
+saved test predictions; nothing is written by hand after the fact. Differences between two
+configurations are paired over the same 10,000 test images (bootstrap over images and seeds);
+the step tests of the axes are corrected for multiplicity with Holm's method.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-from collections import defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean, stdev
 from typing import Any, Optional
 
-from lightning_cifar.files import atomic_write_csv, atomic_write_text
-from lightning_cifar.study.plan import BASELINE_AXIS
-from lightning_cifar.study.stats import Estimate, difference_ci, mean_ci, slope_ci
+import numpy as np
 
-SUMMARY_COLUMNS = ["axis", "value", "backbone", "kwargs", "n", "mean_test_acc", "std_test_acc", "ci95_low",
-                   "ci95_high", "params", "flops_per_image", "mean_train_time_s", "mean_images_per_s"]
-WIDTH_PARAMS = {"width_mult"}
-DEPTH_PARAMS = {"blocks", "convs_per_block"}
+from lightning_cifar.files import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from lightning_cifar.study.config import Axis, StudyConfig
+from lightning_cifar.study.plan import ANCHOR_AXIS, BASELINE_AXIS, BUDGET_AXIS, base_key, choose
+from lightning_cifar.study.runner import PREDICTIONS, RESULT_VERSION, TEST_LABELS, load_results
+from lightning_cifar.study.stats import (
+    Comparison,
+    Estimate,
+    holm,
+    line_with_lack_of_fit,
+    mean_ci,
+    paired_bootstrap,
+    sampling_half_width,
+)
+
+SUMMARY_COLUMNS = ["axis", "value", "role", "family", "backbone", "kernels", "n", "mean_test_acc", "std_test_acc",
+                   "ci95_low", "ci95_high", "test_set_half_width", "mean_train_acc", "mean_val_acc", "params",
+                   "flops_per_image", "receptive_field", "final_map", "mean_train_time_s"]
+ALPHA = 0.05
+# One colour per network family in every plot: the base network always black.
+BASE_COLOUR = "black"
+AXIS_COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+BASELINE_COLOUR = "tab:red"
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
 
 
 @dataclass
-class Config:
-    """All seeds of one axis point."""
+class Group:
+    """Every seed of one configuration at one point (an axis value, a baseline, an anchor, ...)."""
 
     axis: str
     value: Any
-    backbone: str
-    kwargs: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
+    correct: Optional[np.ndarray] = None  # seeds x test images
+
+    base: bool = False  # the base network: it lies on several axes
+
+    @property
+    def label(self) -> str:
+        if self.base:
+            return "the base network"
+        return str(self.value) if self.axis in (BASELINE_AXIS, ANCHOR_AXIS, BUDGET_AXIS) else f"{self.axis}={self.value}"
 
     @property
     def accs(self) -> list[float]:
-        return [r["test_acc"] for r in self.rows]
+        return [r["test_acc"] for r in self.results]
 
     @property
     def acc(self) -> Estimate:
         return mean_ci(self.accs)
 
-    @property
-    def params(self) -> int:
-        return self.rows[0]["params"]
+    def mean_of(self, key: str) -> Optional[float]:
+        values = [r[key] for r in self.results if r.get(key) is not None]
+        return mean(values) if values else None
+
+    def first(self, key: str) -> Any:
+        return self.results[0].get(key)
 
     @property
-    def flops(self) -> int:
-        return self.rows[0]["flops_per_image"]
-
-    @property
-    def time(self) -> float:
-        return mean(r["train_time_s"] for r in self.rows)
-
-    @property
-    def label(self) -> str:
-        return str(self.value) if self.axis == BASELINE_AXIS else f"{self.axis}={self.value}"
+    def run_ids(self) -> set[str]:
+        return {r["run_id"] for r in self.results}
 
 
-def read_results(path: Path) -> list[dict[str, Any]]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        for key in ("seed", "params", "flops_per_image", "epochs"):
-            r[key] = int(r[key])
-        for key in ("train_time_s", "images_per_s", "test_acc", "test_loss"):
-            r[key] = float(r[key])
-        r["best_val_acc"] = float(r["best_val_acc"]) if r["best_val_acc"] not in ("", "None") else None
-        r["value"] = _number(r["value"])
-        r["val_acc_curve"] = json.loads(r["val_acc_curve"])
-    return rows
+class Results:
+    """The result files of one study folder, grouped by point, with the test predictions."""
+
+    def __init__(self, out: Path, planned: Optional[set[str]] = None) -> None:
+        self.out = out
+        self.all = [r for r in load_results(out) if r.get("version") == RESULT_VERSION
+                    and (planned is None or r["run_id"] in planned)]
+        labels_path = out / TEST_LABELS
+        self.labels = np.load(labels_path) if labels_path.is_file() else None
+        self.groups: dict[tuple[str, str], Group] = {}
+        for r in self.all:
+            for p in r["points"]:
+                key = (p["axis"], canonical(p["value"]))
+                group = self.groups.setdefault(key, Group(p["axis"], p["value"]))
+                if r["run_id"] not in group.run_ids:
+                    group.results.append(r)
+        for group in self.groups.values():
+            group.results.sort(key=lambda r: r["seed"])
+
+    def group(self, axis: str, value: Any) -> Optional[Group]:
+        return self.groups.get((axis, canonical(value)))
+
+    def correct(self, group: Group) -> np.ndarray:
+        if group.correct is None:
+            if self.labels is None:
+                raise ValueError(f"{self.out / TEST_LABELS} is missing: no paired comparisons without it")
+            rows = [np.load(self.out / "runs" / r["run_id"] / PREDICTIONS) == self.labels for r in group.results]
+            group.correct = np.stack(rows)
+        return group.correct
+
+    def compare(self, a: Group, b: Group) -> Comparison:
+        return paired_bootstrap(self.correct(a), self.correct(b))
 
 
-def _number(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def group(rows: list[dict[str, Any]]) -> dict[str, list[Config]]:
-    """Axis name -> its configurations in value order (baselines in file order)."""
-    configs: dict[tuple[str, Any], Config] = {}
-    for r in rows:
-        key = (r["axis"], r["value"])
-        configs.setdefault(key, Config(r["axis"], r["value"], r["backbone"], r["kwargs"])).rows.append(r)
-    axes: dict[str, list[Config]] = defaultdict(list)
-    for (axis, _), cfg in configs.items():
-        axes[axis].append(cfg)
-    for axis, cfgs in axes.items():
-        if axis != BASELINE_AXIS:
-            cfgs.sort(key=lambda c: c.value)
-    return dict(axes)
-
-
-def summary_rows(axes: dict[str, list[Config]]) -> list[list[Any]]:
-    rows: list[list[Any]] = [SUMMARY_COLUMNS]
-    for cfgs in axes.values():
-        for c in cfgs:
-            est = c.acc
-            rows.append([
-                c.axis, c.value, c.backbone, c.kwargs, est.n, f"{est.value:.5f}",
-                f"{stdev(c.accs):.5f}" if est.n > 1 else "",
-                f"{est.low:.5f}" if est.low is not None else "", f"{est.high:.5f}" if est.high is not None else "",
-                c.params, c.flops, f"{c.time:.1f}", f"{mean(r['images_per_s'] for r in c.rows):.0f}",
-            ])
-    return rows
-
-
-# -- sentences ---------------------------------------------------------------------------
+# -- numbers as text -------------------------------------------------------------------------
 
 
 def pts(x: float) -> str:
-    """Accuracy difference in percentage points."""
     return f"{100 * x:+.2f} points"
 
 
@@ -125,110 +129,257 @@ def ahead(x: float) -> str:
     return f"{100 * abs(x):.2f} points {'ahead' if x >= 0 else 'behind'}"
 
 
-def ci_text(e: Estimate) -> str:
-    if e.half is None:
-        return "no confidence interval (fewer than 2 seeds)"
-    return f"95 % CI {100 * e.low:+.2f} to {100 * e.high:+.2f}"
-
-
 def pct(e: Estimate) -> str:
     return f"{100 * e.value:.2f} %" + (f" ± {100 * e.half:.2f}" if e.half is not None else "")
 
 
-def human(n: float) -> str:
+def interval(c: Comparison) -> str:
+    return f"95 % CI {100 * c.low:+.2f} to {100 * c.high:+.2f}"
+
+
+def p_text(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def human(n: Optional[float]) -> str:
+    if n is None:
+        return "–"
     for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= size:
             return f"{n / size:.3g}{unit}"
     return str(int(n))
 
 
-def axis_param(cfgs: list[Config]) -> Optional[str]:
-    kwargs = [json.loads(c.kwargs) for c in cfgs]
-    keys = set().union(*kwargs) if kwargs else set()
-    varying = [k for k in keys if len({json.dumps(kw.get(k)) for kw in kwargs}) > 1]
-    return varying[0] if len(varying) == 1 else None
+def verdict(c: Comparison, adjusted_p: Optional[float] = None) -> str:
+    p = c.p if adjusted_p is None else adjusted_p
+    if p >= ALPHA:
+        return "within noise"
+    return "a significant gain" if c.value > 0 else "a significant loss"
 
 
-def steps_text(cfgs: list[Config]) -> list[str]:
-    """Gains between neighbouring points, flagged where they are within noise or reverse."""
-    lines = []
-    for a, b in zip(cfgs, cfgs[1:]):
-        d = difference_ci(b.accs, a.accs)
-        if d.half is None:
-            verdict = "single seed, no test of noise"
-        elif not d.excludes_zero:
-            verdict = "within noise (the CI includes 0)"
-        elif d.value < 0:
-            verdict = "a significant loss: the gain reverses here"
-        else:
-            verdict = "significant"
-        lines.append(f"- {a.value} → {b.value}: {pts(d.value)} ({ci_text(d)}); {verdict}.")
+# -- the pieces of the report ----------------------------------------------------------------
+
+
+def axis_groups(results: Results, axis: Axis) -> list[Group]:
+    groups = [results.group(axis.name, p.value) for p in axis.points]
+    return [g for g in groups if g is not None and g.results]
+
+
+def point_table(results: Results, groups: list[Group]) -> list[str]:
+    n_images = len(results.labels) if results.labels is not None else 10_000
+    lines = ["| point | kernels | params | FLOPs/image | receptive field | final map | seeds | test acc (mean ± seed CI) "
+             "| ± test-set error | train acc | val acc | train s |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for g in groups:
+        rf, fm = g.first("receptive_field"), g.first("final_map")
+        train, val = g.mean_of("train_acc"), g.mean_of("val_acc")
+        lines.append(
+            f"| {g.value} | {g.first('kernels') or '–'} | {g.first('params'):,} | {human(g.first('flops_per_image'))} "
+            f"| {rf if rf is not None else '–'} | {f'{fm}x{fm}' if fm is not None else '–'} | {len(g.results)} "
+            f"| {pct(g.acc)} | {100 * sampling_half_width(g.acc.value, n_images):.2f} "
+            f"| {f'{100 * train:.2f} %' if train is not None else '–'} | {f'{100 * val:.2f} %' if val is not None else '–'} "
+            f"| {mean(r['train_time_s'] for r in g.results):.0f} |")
     return lines
 
 
-def saturation_text(cfgs: list[Config], what: str) -> str:
-    for a, b in zip(cfgs, cfgs[1:]):
-        d = difference_ci(b.accs, a.accs)
-        if d.half is not None and (not d.excludes_zero or d.value < 0):
-            kind = "reverses" if d.value < 0 and d.excludes_zero else "stops being distinguishable from noise"
-            return f"The gain from more {what} {kind} from {a.value} to {b.value}."
-    if any(difference_ci(b.accs, a.accs).half is None for a, b in zip(cfgs, cfgs[1:])):
-        return "With a single seed per point the study cannot tell where the gains saturate."
-    return f"Every step to more {what} in this range is a significant gain: no saturation within the range tried."
+@dataclass
+class Step:
+    axis: str
+    a: Group
+    b: Group
+    comparison: Comparison
+    adjusted_p: float = 1.0
 
 
-def axis_answer(axis: str, cfgs: list[Config]) -> list[str]:
-    param = axis_param(cfgs)
-    x = [c.value for c in cfgs for _ in c.rows]
-    y = [acc for c in cfgs for acc in c.accs]
-    lines = []
-    if len(cfgs) < 2 or not all(isinstance(v, (int, float)) for v in x):
-        return [f"Axis `{axis}` has fewer than two numeric points; no trend is computed."]
-    if param in WIDTH_PARAMS:
-        slope = slope_ci([math.log2(v) for v in x], y)
-        lines.append(f"Each doubling of the width (`{param}`) changes test accuracy by {pts(slope.value)} on "
-                     f"average ({ci_text(slope)}; least-squares fit over {slope.n} runs, {cfgs[0].value} to "
-                     f"{cfgs[-1].value}).")
-        what = "width"
+def axis_steps(results: Results, axis: Axis, groups: list[Group]) -> list[Step]:
+    """Neighbouring points (ordered axes) or each point against the first (categorical axes)."""
+    if axis.scale == "categorical":
+        pairs = [(groups[0], g) for g in groups[1:]]
     else:
-        slope = slope_ci(x, y)
-        unit = {"blocks": "added conv-pool block", "convs_per_block": "added convolution per block"}.get(
-            param or "", f"unit of `{param or axis}`")
-        lines.append(f"Each {unit} changes test accuracy by {pts(slope.value)} on average ({ci_text(slope)}; "
-                     f"least-squares fit over {slope.n} runs, {cfgs[0].value} to {cfgs[-1].value}).")
-        what = "depth" if param in DEPTH_PARAMS else str(param or axis)
-    best = max(cfgs, key=lambda c: c.acc.value)
-    lines.append(f"The best point is {best.label} at {pct(best.acc)} ({human(best.params)} parameters). "
-                 f"{saturation_text(cfgs, what)}")
-    lines.append("Step by step:")
-    lines += steps_text(cfgs)
-    return lines
+        pairs = list(zip(groups, groups[1:]))
+    return [Step(axis.name, a, b, results.compare(b, a)) for a, b in pairs]
 
 
-def comparison_answer(axes: dict[str, list[Config]]) -> list[str]:
-    baselines = axes.get(BASELINE_AXIS, [])
-    cnns = [c for axis, cfgs in axes.items() if axis != BASELINE_AXIS for c in cfgs]
-    if not baselines or not cnns:
-        return ["The study has no baseline or no CNN axis, so there is no comparison."]
+def fit_sentence(axis: Axis, groups: list[Group]) -> Optional[str]:
+    if axis.scale == "categorical" or len(groups) < 3:
+        return None
+    transform = (lambda v: math.log2(v)) if axis.scale == "log2" else (lambda v: float(v))
+    x = [transform(g.value) for g in groups for _ in g.results]
+    y = [acc for g in groups for acc in g.accs]
+    fit = line_with_lack_of_fit(x, y)
+    unit = "doubling of" if axis.scale == "log2" else "unit of"
+    text = (f"A straight line through all {len(y)} runs gives {pts(fit.slope.value)} per {unit} `{axis.param}`"
+            + (f" (t-interval ±{100 * fit.slope.half:.2f})" if fit.slope.half is not None else ""))
+    if fit.lack_of_fit_p is None:
+        return text + "; with one seed per point its fit cannot be tested."
+    if fit.lack_of_fit_p < ALPHA:
+        return (text + f", but the points do not lie on a line (lack-of-fit F test {p_text(fit.lack_of_fit_p)}): "
+                "the steps above, not this average, describe the axis.")
+    return text + f"; a line fits the points (lack-of-fit F test {p_text(fit.lack_of_fit_p)})."
+
+
+def step_lines(steps: list[Step]) -> list[str]:
+    return [f"- {s.a.value} → {s.b.value}: {pts(s.comparison.value)} ({interval(s.comparison)}; "
+            f"Holm-adjusted {p_text(s.adjusted_p)}): {verdict(s.comparison, s.adjusted_p)}." for s in steps]
+
+
+def matched_compute(results: Results, study: StudyConfig, steps_by_axis: dict[str, list[Group]]) -> list[str]:
+    """Each depth point against the width point closest to it in FLOPs (within 1.5x)."""
+    widths = [g for a in study.axes if a.kind == "width" for g in steps_by_axis.get(a.name, [])]
     lines = []
-    best_cnn = max(cnns, key=lambda c: c.acc.value)
-    for b in baselines:
-        near_params = min(cnns, key=lambda c: abs(math.log(c.params) - math.log(b.params)))
-        near_time = min(cnns, key=lambda c: abs(c.time - b.time))
-        for kind, cnn in (("parameter count", near_params), ("training time", near_time)):
-            d = difference_ci(cnn.accs, b.accs)
-            noise = "" if d.half is None or d.excludes_zero else " This difference is within noise."
+    for axis in (a for a in study.axes if a.kind == "depth"):
+        for g in steps_by_axis.get(axis.name, []):
+            if not widths:
+                break
+            w = min(widths, key=lambda c: abs(math.log(c.first("flops_per_image") / g.first("flops_per_image"))))
+            ratio = w.first("flops_per_image") / g.first("flops_per_image")
+            if w.run_ids == g.run_ids or not 1 / 1.5 <= ratio <= 1.5:
+                continue
+            c = results.compare(g, w)
             lines.append(
-                f"- `{b.value}` ({human(b.params)} parameters, {b.time:.0f} s, {pct(b.acc)}) against the CNN closest "
-                f"in {kind}, {cnn.label} ({human(cnn.params)} parameters, {cnn.time:.0f} s, {pct(cnn.acc)}): the CNN "
-                f"is {ahead(d.value)} ({ci_text(d)}).{noise}")
-        d = difference_ci(best_cnn.accs, b.accs)
-        lines.append(f"- The best CNN ({best_cnn.label}, {pct(best_cnn.acc)}) against `{b.value}`: "
-                     f"{ahead(d.value)} ({ci_text(d)}).")
+                f"- At about {human(g.first('flops_per_image'))} FLOPs per image: deeper ({g.label}, "
+                f"{human(g.first('flops_per_image'))} FLOPs, {human(g.first('params'))} parameters, {pct(g.acc)}) "
+                f"against wider ({w.label}, {human(w.first('flops_per_image'))} FLOPs, {human(w.first('params'))} "
+                f"parameters, {pct(w.acc)}): deeper is {ahead(c.value)} ({interval(c)}, {p_text(c.p)}).")
+    return lines or ["No depth point has a width point within 1.5x of its FLOPs."]
+
+
+def best_by_validation(groups: list[Group]) -> Group:
+    """Chosen on the validation split, never the test set."""
+    return max(groups, key=lambda g: g.mean_of("val_acc") or 0.0)
+
+
+def cnn_vs_mlp(results: Results, baselines: list[Group], cnns: list[Group], base: Optional[Group]) -> list[str]:
+    if not baselines or not cnns:
+        return ["The study has no baseline or no CNN point, so there is no comparison."]
+    best_cnn, best_mlp = best_by_validation(cnns), best_by_validation(baselines)
+    lines = []
+    for b in baselines:
+        near = min(cnns, key=lambda c: abs(math.log(c.first("params") / b.first("params"))))
+        for what, cnn in (("The base CNN", base), ("The CNN closest in parameters", near),
+                          ("The best CNN by validation accuracy", best_cnn)):
+            if cnn is None:
+                continue
+            c = results.compare(cnn, b)
+            lines.append(f"- {what}, {cnn.label} ({human(cnn.first('params'))} parameters, {pct(cnn.acc)}), "
+                         f"against `{b.value}` ({human(b.first('params'))} parameters, {pct(b.acc)}): the CNN is "
+                         f"{ahead(c.value)} ({interval(c)}, {p_text(c.p)}).")
+    lines.append(f"- The best fully connected network by validation accuracy is `{best_mlp.value}`.")
     return lines
 
 
-# -- plots ---------------------------------------------------------------------------------
+def tuning_section(results: Results, study: StudyConfig) -> list[str]:
+    if not study.tune:
+        return []
+    tuning = choose(study, {r["run_id"]: r for r in results.all})
+    lines = ["## Recipes chosen on the validation split", "",
+             "Each family's settings below were chosen by the mean final validation accuracy over the tuning seeds, "
+             "at the study's budget; the test set played no part. The winner is used by every run of the family "
+             "(the `cnn` family: the base network and every axis point).", ""]
+    for tune in study.tune:
+        rows = tuning.table.get(tune.family, [])
+        winner = tuning.winners.get(tune.family)
+        lines += [f"### `{tune.family}`", "", "| settings | val acc per seed | mean |", "| --- | --- | ---: |"]
+        for row in rows:
+            mark = "**" if row["settings"] == winner else ""
+            scores = ", ".join(f"{100 * s:.2f}" for s in row["val_acc"]) or "not run yet"
+            mean_text = f"{100 * row['mean_val_acc']:.2f} %" if row["mean_val_acc"] is not None else "–"
+            lines.append(f"| {mark}{row['label']}{mark} | {scores} | {mark}{mean_text}{mark} |")
+        lines.append("")
+    return lines
+
+
+def budget_section(results: Results, study: StudyConfig, main_group: dict[str, Group]) -> list[str]:
+    if study.budget is None:
+        return []
+    lines = ["## The budget check", "",
+             f"These points were trained again at {study.budget.multiplier}x the epochs "
+             f"(seeds {', '.join(map(str, study.budget.seeds))}).", "",
+             "| point | study budget | longer budget | change |", "| --- | ---: | ---: | ---: |"]
+    long_groups = {}
+    for label in study.budget.points:
+        short, long = main_group.get(label), results.group(BUDGET_AXIS, label)
+        if short is None or long is None:
+            lines.append(f"| {label} | – | not run yet | – |")
+            continue
+        long_groups[label] = long
+        c = results.compare(long, short)
+        lines.append(f"| {label} | {pct(short.acc)} | {pct(long.acc)} | {pts(c.value)} ({interval(c)}) |")
+    lines.append("")
+    labels = list(long_groups)
+    if len(labels) >= 2:
+        lines.append("Which differences between these points hold at both budgets:")
+        lines.append("")
+        for i, a in enumerate(labels):
+            for b in labels[i + 1:]:
+                short = results.compare(main_group[a], main_group[b])
+                long = results.compare(long_groups[a], long_groups[b])
+                same = (short.excludes_zero and long.excludes_zero and (short.value > 0) == (long.value > 0))
+                if same:
+                    held = "holds at both budgets"
+                elif short.excludes_zero or long.excludes_zero:
+                    held = "does not hold: significant at one budget only, or reversed"
+                else:
+                    held = "within noise at both budgets"
+                lines.append(f"- {a} against {b}: {pts(short.value)} ({interval(short)}) at the study's budget, "
+                             f"{pts(long.value)} ({interval(long)}) at {study.budget.multiplier}x: {held}.")
+        lines.append("")
+    return lines
+
+
+def anchor_section(results: Results, study: StudyConfig) -> list[str]:
+    if not study.anchors:
+        return []
+    lines = ["## The seed notebook as anchor", "",
+             "Trained exactly as their config files say (not tuned), test accuracy after the last epoch.", "",
+             "| anchor | config | seeds | test acc (mean ± seed CI) | notebook reported | difference |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for anchor in study.anchors:
+        g = results.group(ANCHOR_AXIS, anchor.label)
+        if g is None:
+            lines.append(f"| {anchor.label} | `{anchor.config}` | 0 | not run yet | – | – |")
+            continue
+        reported = f"{100 * anchor.reported:.2f} %" if anchor.reported is not None else "–"
+        diff = pts(g.acc.value - anchor.reported) if anchor.reported is not None else "–"
+        lines.append(f"| {anchor.label} | `{anchor.config}` | {len(g.results)} | {pct(g.acc)} | {reported} | {diff} |")
+    return lines + [""]
+
+
+def answers(study: StudyConfig, steps: dict[str, list[Step]], by_axis: dict[str, list[Group]]) -> list[str]:
+    """One line per axis: every step with its interval and Holm-adjusted verdict, then the line fit."""
+    lines = ["## Answers", "", "Each step: the change in test accuracy, its 95 % interval, and whether it survives "
+             "Holm's correction (details in the sections below).", ""]
+    for axis in study.axes:
+        if axis.name not in steps:
+            continue
+        parts = [f"{s.a.value} → {s.b.value}: {pts(s.comparison.value)} ({100 * s.comparison.low:+.2f} to "
+                 f"{100 * s.comparison.high:+.2f}; {verdict(s.comparison, s.adjusted_p)})" for s in steps[axis.name]]
+        lines.append(f"- **{axis.name}** ({axis.kind}, `{axis.param.replace('model.backbone_kwargs.', '')}`): "
+                     + "; ".join(parts) + ".")
+        sentence = fit_sentence(axis, by_axis[axis.name])
+        if sentence:
+            lines.append(f"  {sentence}")
+    return lines + [""]
+
+
+def fitting_section(groups: list[Group]) -> list[str]:
+    lines = ["## Under- or over-fitting", "",
+             "Accuracy on a fixed subset of 5,000 training images, scored clean (no augmentation) in eval mode after "
+             "the last epoch, next to validation and test accuracy. A large train-test gap means over-fitting; "
+             "low train accuracy, under-fitting.", "",
+             "| point | train acc | val acc | test acc | train - test |", "| --- | ---: | ---: | ---: | ---: |"]
+    seen: set[frozenset[str]] = set()
+    for g in groups:
+        train, val = g.mean_of("train_acc"), g.mean_of("val_acc")
+        if train is None or frozenset(g.run_ids) in seen:  # the base network lies on several axes
+            continue
+        seen.add(frozenset(g.run_ids))
+        lines.append(f"| {g.label} | {100 * train:.2f} % | {100 * (val or 0):.2f} % | {100 * g.acc.value:.2f} % "
+                     f"| {100 * (train - g.acc.value):+.2f} |")
+    return lines + [""]
+
+
+# -- plots -------------------------------------------------------------------------------------
 
 
 def _plt():
@@ -240,155 +391,230 @@ def _plt():
     return plt
 
 
-def _axis_plot(ax, cfgs: list[Config], log2: bool) -> None:
-    xs = [c.value for c in cfgs]
-    means = [100 * c.acc.value for c in cfgs]
-    errs = [100 * (c.acc.half or 0.0) for c in cfgs]
-    ax.errorbar(xs, means, yerr=errs, fmt="o-", capsize=4, color="tab:blue", label="mean, 95 % CI")
-    for c in cfgs:
-        ax.scatter([c.value] * len(c.accs), [100 * a for a in c.accs], s=14, color="tab:gray", alpha=0.7, zorder=3)
-    ax.scatter([], [], s=14, color="tab:gray", label="single seeds")
-    if log2:
-        ax.set_xscale("log", base=2)
-    ax.set_xticks(xs)
-    ax.set_xticklabels([f"{v}\n{human(c.params)} params" for v, c in zip(xs, cfgs)], fontsize=8)
-    ax.set_ylabel("test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+def _png(fig: Any) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()
 
 
-def is_width_axis(cfgs: list[Config]) -> bool:
-    return axis_param(cfgs) in WIDTH_PARAMS
+def colours(study: StudyConfig) -> dict[str, str]:
+    return {axis.name: AXIS_COLOURS[i % len(AXIS_COLOURS)] for i, axis in enumerate(study.axes)}
 
 
-def plot_axes(axes: dict[str, list[Config]], path: Path, width: bool) -> bool:
-    """width.png (``width=True``) or depth.png: one panel per axis of that kind."""
-    chosen = [(a, c) for a, c in axes.items() if a != BASELINE_AXIS and is_width_axis(c) == width]
-    if not chosen:
-        return False
+def plot_axes(by_axis: dict[str, list[Group]], study: StudyConfig, base: Optional[str], path: Path) -> None:
+    """One panel per axis, the same y-range in all, the base network black in every panel."""
     plt = _plt()
-    fig, subplots = plt.subplots(1, len(chosen), figsize=(6.5 * len(chosen), 4.5), squeeze=False)
-    for ax, (name, cfgs) in zip(subplots[0], chosen):
-        _axis_plot(ax, cfgs, log2=width)
-        if width:
-            ax.set_xlabel(f"{axis_param(cfgs)} (filters x this; log scale)")
-            ax.set_title(f"Width: test accuracy vs. filters ({name})")
-        else:
-            ax.set_xlabel(axis_param(cfgs) or name)
-            ax.set_title(f"Depth: {name}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
-
-def plot_cnn_vs_mlp(axes: dict[str, list[Config]], path: Path) -> None:
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    markers = iter("os^Dv<>")
-    for axis, cfgs in axes.items():
-        is_base = axis == BASELINE_AXIS
-        ax.errorbar([c.params for c in cfgs], [100 * c.acc.value for c in cfgs],
-                    yerr=[100 * (c.acc.half or 0) for c in cfgs], fmt="*" if is_base else next(markers) + "-",
-                    markersize=11 if is_base else 6, capsize=3, label="baselines" if is_base else f"CNN: {axis}",
-                    color="tab:red" if is_base else None)
-        if is_base:
-            for c in cfgs:
-                ax.annotate(str(c.value), (c.params, 100 * c.acc.value), textcoords="offset points",
-                            xytext=(6, -12), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters (log scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("CNN vs. fully connected: accuracy against size")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_curves(axes: dict[str, list[Config]], path: Path) -> None:
-    plt = _plt()
-    fig, subplots = plt.subplots(1, len(axes), figsize=(5 * len(axes), 4), squeeze=False)
-    for ax, (axis, cfgs) in zip(subplots[0], axes.items()):
-        for c in cfgs:
-            curves = [r["val_acc_curve"] for r in c.rows if r["val_acc_curve"]]
-            if not curves:
-                continue
-            n = min(len(cv) for cv in curves)
-            avg = [100 * mean(cv[i] for cv in curves) for i in range(n)]
-            ax.plot(range(1, n + 1), avg, marker=".", label=str(c.value))
-        ax.set_title(f"{axis}: validation accuracy")
-        ax.set_xlabel("epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_ylabel("val accuracy (%), mean of seeds")
+    axes = [a for a in study.axes if by_axis.get(a.name)]
+    if not axes:
+        return
+    all_accs = [100 * acc for a in axes for g in by_axis[a.name] for acc in g.accs]
+    low, high = math.floor(min(all_accs) - 1), math.ceil(max(all_accs) + 1)
+    fig, panels = plt.subplots(1, len(axes), figsize=(4.6 * len(axes), 4.4), squeeze=False)
+    colour = colours(study)
+    for ax, axis in zip(panels[0], axes):
+        groups = by_axis[axis.name]
+        xs = list(range(len(groups))) if axis.scale == "categorical" else [g.value for g in groups]
+        ax.errorbar(xs, [100 * g.acc.value for g in groups], yerr=[100 * (g.acc.half or 0) for g in groups],
+                    fmt="o-", capsize=4, color=colour[axis.name], label="mean ± 95 % CI (seeds)")
+        for x, g in zip(xs, groups):
+            ax.scatter([x] * len(g.accs), [100 * a for a in g.accs], s=12, color="tab:gray", alpha=0.6, zorder=3)
+            if g.first("config_key") == base:
+                ax.scatter([x], [100 * g.acc.value], s=90, facecolors="none", edgecolors=BASE_COLOUR, zorder=4,
+                           label="base network")
+        if axis.scale == "log2":
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"{'-'.join(map(str, g.value)) if isinstance(g.value, list) else g.value}\n"
+                            f"{human(g.first('flops_per_image'))} FLOPs" for g in groups], fontsize=7)
+        ax.set_ylim(low, high)
+        ax.set_xlabel(f"{axis.param.replace('model.backbone_kwargs.', '')}" + (" (log scale)" if axis.scale == "log2" else ""))
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{axis.name} ({axis.kind})", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, title=axis_param(cfgs) or axis, title_fontsize=7)
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write_bytes(path, _png(fig))
     plt.close(fig)
 
 
-# -- report ----------------------------------------------------------------------------------
+def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both cost (lower) and accuracy (higher), by cost."""
+    front, best = [], -math.inf
+    for cost, acc in sorted(points):
+        if acc > best:
+            front.append((cost, acc))
+            best = acc
+    return front
 
 
-def table(cfgs: list[Config]) -> list[str]:
-    lines = ["| point | backbone | kwargs | seeds | test accuracy (mean ± 95 % CI) | params | FLOPs/image | train s |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for c in cfgs:
-        lines.append(f"| {c.value} | `{c.backbone}` | `{c.kwargs}` | {c.acc.n} | {pct(c.acc)} | {c.params:,} | "
-                     f"{human(c.flops)} | {c.time:.0f} |")
-    return lines
+def plot_compute(by_axis: dict[str, list[Group]], baselines: list[Group], study: StudyConfig, path: Path) -> None:
+    """Accuracy against FLOPs and against parameters: every CNN point, each axis a curve, the Pareto front."""
+    plt = _plt()
+    colour = colours(study)
+    fig, panels = plt.subplots(1, 2, figsize=(13, 5))
+    for ax, key, name in ((panels[0], "flops_per_image", "forward FLOPs per image"),
+                          (panels[1], "params", "parameters")):
+        everything = []
+        for axis in study.axes:
+            groups = by_axis.get(axis.name, [])
+            if not groups:
+                continue
+            xs = [g.first(key) for g in groups]
+            ys = [100 * g.acc.value for g in groups]
+            ax.errorbar(xs, ys, yerr=[100 * (g.acc.half or 0) for g in groups], fmt="o-", capsize=3, markersize=4,
+                        color=colour[axis.name], label=f"{axis.name} ({axis.kind})")
+            everything += list(zip(xs, ys))
+        if everything:
+            front = pareto(everything)
+            ax.plot([f[0] for f in front], [f[1] for f in front], "--", color=BASE_COLOUR, linewidth=1,
+                    label="Pareto front (CNNs)")
+        if baselines and key == "params":
+            ax.scatter([g.first(key) for g in baselines], [100 * g.acc.value for g in baselines], marker="*", s=120,
+                       color=BASELINE_COLOUR, label="fully connected", zorder=4)
+            for g in baselines:
+                ax.annotate(str(g.value), (g.first(key), 100 * g.acc.value), textcoords="offset points",
+                            xytext=(5, -10), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{name} (log scale)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    panels[0].set_title("Accuracy against compute")
+    panels[1].set_title("Accuracy against size (with the fully connected networks)")
+    fig.tight_layout()
+    atomic_write_bytes(path, _png(fig))
+    plt.close(fig)
 
 
-def write_report(out: Path, environment: Optional[dict[str, Any]] = None, command: str = "") -> Path:
-    """Summary, plots and report.md from ``out/results.csv``."""
-    rows = read_results(out / "results.csv")
-    if not rows:
-        raise ValueError(f"{out / 'results.csv'} has no results yet")
-    env = environment or {}
-    order = [name for name in env.get("axes", "").split(",") if name]  # the config's order
-    axes = dict(sorted(group(rows).items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
-    atomic_write_csv(out / "summary.csv", summary_rows(axes))
-    plots = {"width": plot_axes(axes, out / "width.png", width=True),
-             "depth": plot_axes(axes, out / "depth.png", width=False)}
-    plot_cnn_vs_mlp(axes, out / "cnn_vs_mlp.png")
-    plot_curves(axes, out / "curves.png")
+def plot_curves(by_axis: dict[str, list[Group]], baselines: list[Group], study: StudyConfig, path: Path) -> None:
+    """Validation (solid) and clean training-subset (dashed) accuracy per epoch, mean of the seeds."""
+    plt = _plt()
+    panels_data = [(a.name, by_axis[a.name]) for a in study.axes if by_axis.get(a.name)]
+    if baselines:
+        panels_data.append((BASELINE_AXIS, baselines))
+    if not panels_data:
+        return
+    fig, panels = plt.subplots(1, len(panels_data), figsize=(4.6 * len(panels_data), 4), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, (name, groups) in zip(panels[0], panels_data):
+        for i, g in enumerate(groups):
+            c = cmap(i / max(1, len(groups) - 1))
+            for key, style in (("val_acc_curve", "-"), ("train_acc_curve", "--")):
+                curves = [r[key] for r in g.results if r.get(key)]
+                if curves:
+                    n = min(len(cv) for cv in curves)
+                    ax.plot(range(1, n + 1), [100 * mean(cv[e] for cv in curves) for e in range(n)], style, color=c,
+                            label=str(g.value) if style == "-" else None)
+        ax.set_title(f"{name}: val (solid), train subset (dashed)", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy (%), mean of seeds")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    atomic_write_bytes(path, _png(fig))
+    plt.close(fig)
 
-    unique = {r["run_id"]: r for r in rows}
-    total = sum(r["train_time_s"] for r in unique.values())
-    seeds = sorted({r["seed"] for r in rows})
-    lines = [f"# Study: {env.get('name', out.name)}", ""]
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+def summary_rows(groups: list[Group], n_images: int) -> list[list[Any]]:
+    rows: list[list[Any]] = [SUMMARY_COLUMNS]
+    for g in groups:
+        est = g.acc
+        rows.append([
+            g.axis, json.dumps(g.value), ",".join(g.first("roles")), g.first("family"), g.first("backbone"),
+            g.first("kernels"), est.n, f"{est.value:.5f}", f"{stdev(g.accs):.5f}" if est.n > 1 else "",
+            f"{est.low:.5f}" if est.low is not None else "", f"{est.high:.5f}" if est.high is not None else "",
+            f"{sampling_half_width(est.value, n_images):.5f}", f"{g.mean_of('train_acc') or 0:.5f}",
+            f"{g.mean_of('val_acc') or 0:.5f}", g.first("params"), g.first("flops_per_image"),
+            g.first("receptive_field"), g.first("final_map"), f"{mean(r['train_time_s'] for r in g.results):.1f}",
+        ])
+    return rows
+
+
+def write_report(out: Path, study: StudyConfig, command: str = "", planned: Optional[set[str]] = None) -> Path:
+    """summary.csv, the plots and report.md from the result files in ``out``."""
+    results = Results(out, planned)
+    if not results.all:
+        raise ValueError(f"{out} has no results of this study yet")
+    n_images = len(results.labels) if results.labels is not None else 10_000
+    base = base_key(study, choose(study, {r["run_id"]: r for r in results.all}))
+    by_axis = {axis.name: axis_groups(results, axis) for axis in study.axes}
+    baselines = [g for b in study.baselines if (g := results.group(BASELINE_AXIS, b.label)) is not None]
+    main_groups = [g for groups in by_axis.values() for g in groups] + baselines
+    cnns = [g for groups in by_axis.values() for g in groups]
+    for g in cnns:
+        g.base = g.first("config_key") == base
+    base_group = next((g for g in cnns if g.base), None)
+    main_by_label = {f"{g.axis}={g.value}" if g.axis != BASELINE_AXIS else str(g.value): g for g in main_groups}
+    if base_group is not None:
+        main_by_label["base"] = base_group
+
+    # Every step test of every axis is one family for Holm's correction.
+    steps = {axis.name: axis_steps(results, axis, by_axis[axis.name]) for axis in study.axes if len(by_axis[axis.name]) > 1}
+    flat = [s for group in steps.values() for s in group]
+    for s, p in zip(flat, holm([s.comparison.p for s in flat])):
+        s.adjusted_p = p
+
+    everything = [g for g in results.groups.values()]
+    atomic_write_csv(out / "summary.csv", summary_rows(everything, n_images))
+    plot_axes(by_axis, study, base, out / "axes.png")
+    plot_compute(by_axis, baselines, study, out / "compute.png")
+    plot_curves(by_axis, baselines, study, out / "curves.png")
+
+    total = sum(r["train_time_s"] for r in results.all)
+    by_role = Counter()
+    for r in results.all:
+        by_role[r["roles"][0]] += r["train_time_s"]
+    devices = Counter(r["device"] for r in results.all)
+    lines = [f"# Study: {study.name}", ""]
     if command:
         lines += ["Reproduce with:", "", "```bash", command, "```", ""]
-    lines += ["## Setup", ""]
-    for key in ("hardware", "software", "data"):
-        if key in env:
-            lines.append(f"- {key}: {env[key]}")
-    lines += [f"- seeds: {', '.join(map(str, seeds))} ({len(unique)} training runs, "
-              f"{total / 60:.1f} minutes of training in all)",
-              f"- epochs per run: {', '.join(sorted({str(r['epochs']) for r in rows}))}"]
-    if "recipe" in env:
-        lines += ["- recipe (held fixed for every run):", "", "```yaml", env["recipe"].rstrip(), "```"]
-    lines += ["", "Test accuracy is on the official 10,000 test images; the 95 % confidence intervals use the "
-              "t distribution over seeds; differences between two points use Welch's t-interval; trends are "
-              "least-squares slopes over all runs of an axis. A difference is called within noise when its "
-              "95 % interval includes zero.", ""]
-    for axis, cfgs in axes.items():
-        if axis == BASELINE_AXIS:
+    lines += ["## Setup", "",
+              f"- base network: `{study.base_backbone}` {json.dumps(study.base_kwargs)}",
+              f"- runs: {len(results.all)} ({', '.join(f'{role} {by_role[role] / 60:.0f} min' for role in by_role)}"
+              f" of training; {total / 3600:.2f} hours in all)",
+              "- machines: " + "; ".join(f"{d} ({n} runs)" for d, n in devices.most_common()),
+              f"- software: {results.all[0].get('software', '–')}",
+              f"- seeds per point: {', '.join(map(str, study.seeds))}; test set: {n_images:,} images",
+              *(f"- note: {note}" for note in study.notes),
+              "- recipe before tuning (every run unless its family's tuning or its own recipe says otherwise):", "",
+              "```json", json.dumps(study.recipe, indent=1, sort_keys=True), "```", "",
+              "Statistics: a point's accuracy is the mean over its seeds with a t-interval over seeds; next to it, the "
+              f"test set's own sampling error (binomial, 95 %, {n_images:,} images), which more seeds do not shrink. "
+              "A difference between two configurations is tested paired over the same test images: 2,000 bootstrap "
+              "resamples of the test images (the same draw for both) and, independently, of each side's seeds; the "
+              "interval is the percentile interval and the p-value two-sided. The step tests of all axes form one "
+              f"family, corrected with Holm's method ({len(flat)} tests); a step is called significant when its "
+              f"adjusted p-value is below {ALPHA}. Choices (tuning, 'best' networks) are made on the validation split, "
+              "never on the test set.", ""]
+    lines += answers(study, steps, by_axis)
+    lines += tuning_section(results, study)
+    for axis in study.axes:
+        groups = by_axis[axis.name]
+        if not groups:
             continue
-        kind = "Width" if is_width_axis(cfgs) else "Depth"
-        lines += [f"## {kind}: axis `{axis}`", "", *table(cfgs), "", *axis_answer(axis, cfgs), ""]
-        if kind == "Width" and plots["width"]:
-            lines += ["![width](width.png)", ""]
-        if kind == "Depth" and plots["depth"]:
-            lines += ["![depth](depth.png)", ""]
-    lines += ["## CNN vs. fully connected", ""]
-    if BASELINE_AXIS in axes:
-        lines += [*table(axes[BASELINE_AXIS]), ""]
-    lines += [*comparison_answer(axes), "", "![cnn vs mlp](cnn_vs_mlp.png)", "",
-              "## Learning curves", "", "![curves](curves.png)", ""]
+        lines += [f"## {axis.kind.capitalize()}: axis `{axis.name}` (`{axis.param}`)", "", *point_table(results, groups), ""]
+        if axis.name in steps:
+            lines += ["Step by step (paired over the test images):", "", *step_lines(steps[axis.name]), ""]
+        sentence = fit_sentence(axis, groups)
+        if sentence:
+            lines += [sentence, ""]
+    if by_axis:
+        lines += ["![every axis](axes.png)", ""]
+    lines += ["## Width or depth at matched compute", "", *matched_compute(results, study, by_axis), "",
+              "![accuracy against FLOPs and parameters](compute.png)", "",
+              "## CNN vs. fully connected", ""]
+    if baselines:
+        lines += [*point_table(results, baselines), ""]
+    lines += [*cnn_vs_mlp(results, baselines, cnns, base_group), ""]
+    lines += budget_section(results, study, main_by_label)
+    lines += anchor_section(results, study)
+    lines += fitting_section(main_groups)
+    lines += ["## Learning curves", "", "![curves](curves.png)", ""]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path
-

@@ -1,57 +1,124 @@
 """Running a study: each run an ordinary Lightning fit + test, results kept run by run.
 
 Each run is built by the same parser, with the same defaults, as ``lightning-cifar fit``
-(:func:`build`); its ``result.json`` records the ``fit`` arguments that reproduce it.
+(:func:`build`); its ``result.json`` records the ``fit`` arguments that reproduce it, the
+machine it ran on, accuracy and loss on the validation split, on a fixed clean subset of the
+training images and on the test set, and ``test_predictions.npy``: the class predicted for
+every test image, so that two configurations can be compared on the same images.
 
-Every finished run writes ``runs/<run_id>/result.json`` (atomically) and then
-``results.csv`` is rebuilt from all result files (atomically too). A run whose
-result file exists is skipped on the next invocation; a run that was killed
-half-way left no result file and is redone from scratch. Several processes
-(``--shard K/N``) can share one output folder.
+Every finished run writes its files atomically, then ``results.csv`` is rebuilt from all
+result files (atomically too). A run whose result file exists is skipped on the next
+invocation; a run that was killed half-way left no result file and is redone from scratch.
+Several processes (``--shard K/N``) can share one output folder.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 
 from lightning_cifar import registry
 from lightning_cifar.data import CIFAR10DataModule
-from lightning_cifar.files import atomic_write_csv, atomic_write_json
+from lightning_cifar.files import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from lightning_cifar.study import machine
 from lightning_cifar.study.config import StudyConfigError
 from lightning_cifar.study.plan import Run
-from lightning_cifar.summary import forward_flops
+from lightning_cifar.summary import forward_flops, spatial_profile
 
+RESULT_VERSION = 2
 RESULT_COLUMNS = [
-    "axis", "value", "run_id", "config_key", "backbone", "kwargs", "seed", "params", "flops_per_image",
-    "epochs", "train_time_s", "images_per_s", "best_val_acc", "test_acc", "test_loss", "val_acc_curve",
+    "axis", "value", "param", "role", "family", "run_id", "config_key", "backbone", "kwargs", "seed", "params",
+    "flops_per_image", "receptive_field", "final_map", "kernels", "epochs", "train_time_s", "images_per_s",
+    "train_acc", "train_loss", "val_acc", "val_loss", "best_val_acc", "test_acc", "test_loss", "device",
+    "val_acc_curve", "train_acc_curve",
 ]
+PREDICTIONS = "test_predictions.npy"
+TEST_LABELS = "test_labels.npy"
+TRAIN_SUBSET = 5000  # training images scored clean, in eval mode, after every epoch
+TRAIN_SUBSET_SEED = 1234  # which ones: the same for every run
 
 
-def describe_network(run: Run) -> tuple[int, int]:
-    """(parameters, forward FLOPs per image) of the run's backbone."""
+def describe_network(run: Run) -> dict[str, Any]:
+    """Parameters, forward FLOPs per image, receptive field, final map size and kernel schedule."""
     net = registry.create(run.backbone, num_classes=10, **run.kwargs)
-    return registry.count_parameters(net), forward_flops(net)
+    profile = spatial_profile(net)
+    blocks = getattr(net, "kernels", None)  # ConvPoolNet: one kernel per block
+    kernels = "-".join(map(str, blocks if blocks else profile.conv_kernels))
+    return {"params": registry.count_parameters(net), "flops_per_image": forward_flops(net),
+            "receptive_field": profile.receptive_field, "final_map": profile.final_map, "kernels": kernels}
 
 
-class ValCurve(pl.Callback):
-    """Validation accuracy after every epoch, for the learning-curve plot."""
+class EpochMetrics(pl.Callback):
+    """After every validation: the logged val/acc and val/loss, and accuracy and loss on a fixed subset
+    of the training images, clean (no augmentation) and in eval mode, to tell under- from over-fitting.
 
-    def __init__(self) -> None:
-        self.values: list[float] = []
+    It draws no random numbers, so the run trains exactly as the same ``fit`` without it.
+    """
+
+    def __init__(self, subset: int = TRAIN_SUBSET, seed: int = TRAIN_SUBSET_SEED) -> None:
+        self.subset, self.seed = subset, seed
+        self.val_acc: list[float] = []
+        self.val_loss: list[float] = []
+        self.train_acc: list[float] = []
+        self.train_loss: list[float] = []
 
     # Not on_validation_epoch_end: callbacks run before the module's hook, which logs val/acc,
     # so they would read the previous epoch's value.
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking and "val/acc" in trainer.callback_metrics:
-            self.values.append(round(float(trainer.callback_metrics["val/acc"]), 5))
+        metrics = trainer.callback_metrics
+        if trainer.sanity_checking or "val/acc" not in metrics:
+            return
+        self.val_acc.append(round(float(metrics["val/acc"]), 5))
+        self.val_loss.append(round(float(metrics["val/loss"]), 5))
+        acc, loss = self._score_training_subset(trainer, pl_module)
+        self.train_acc.append(round(acc, 5))
+        self.train_loss.append(round(loss, 5))
+
+    @torch.no_grad()
+    def _score_training_subset(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[float, float]:
+        dm = trainer.datamodule
+        images, labels = dm.train_set.images, dm.train_set.labels
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
+        index = order[: self.subset].sort().values.to(images.device)
+        was_training = pl_module.training
+        pl_module.eval()
+        correct, loss_sum = 0, 0.0
+        with trainer.precision_plugin.forward_context():
+            for chunk in index.split(dm.eval_batch_size):
+                x = dm.to_float(images[chunk].to(pl_module.device))
+                y = labels[chunk].to(pl_module.device)
+                logits = pl_module(x)
+                correct += int((logits.argmax(1) == y).sum())
+                loss_sum += float(pl_module.loss(logits, y)) * len(chunk)
+        pl_module.train(was_training)
+        return correct / len(index), loss_sum / len(index)
+
+
+class TestPredictions(pl.Callback):
+    """The class predicted for every test image, in test-set order (the test loader does not shuffle)."""
+
+    def __init__(self) -> None:
+        self.batches: list[torch.Tensor] = []
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.batches = []
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.batches.append(outputs.argmax(1))  # stays on the device until the end: no sync per batch
+
+    def predictions(self) -> np.ndarray:
+        return torch.cat(self.batches).cpu().numpy().astype(np.uint8)
 
 
 def result_path(out: Path, run: Run) -> Path:
@@ -69,13 +136,14 @@ def load_results(out: Path) -> list[dict[str, Any]]:
 
 
 def rows_of(result: dict[str, Any]) -> list[list[Any]]:
-    """One results.csv row per axis point the run serves."""
+    """One results.csv row per point the run serves."""
     rows = []
     for point in result["points"]:
-        values = {**result, "axis": point["axis"], "value": point["value"],
-                  "kwargs": json.dumps(result["kwargs"], sort_keys=True),
-                  "val_acc_curve": json.dumps(result["val_acc_curve"])}
-        rows.append([values[c] for c in RESULT_COLUMNS])
+        values = {**result, "axis": point["axis"], "value": json.dumps(point["value"]), "param": point["param"],
+                  "role": ",".join(result["roles"]), "kwargs": json.dumps(result["kwargs"], sort_keys=True),
+                  "val_acc_curve": json.dumps(result["val_acc_curve"]),
+                  "train_acc_curve": json.dumps(result["train_acc_curve"])}
+        rows.append([values.get(c, "") for c in RESULT_COLUMNS])
     return rows
 
 
@@ -84,28 +152,19 @@ def write_results_csv(out: Path, planned: Optional[set[str]] = None) -> Path:
     results left in the folder by an earlier version of the config do not mix in)."""
     rows = [RESULT_COLUMNS]
     for result in load_results(out):
-        if planned is None or result["run_id"] in planned:
+        if result.get("version") == RESULT_VERSION and (planned is None or result["run_id"] in planned):
             rows += rows_of(result)
     path = out / "results.csv"
     atomic_write_csv(path, rows)
     return path
 
 
-# Presentation defaults of a study run (a recipe may override them); nothing that changes results.
-STUDY_TRAINER_DEFAULTS = {"enable_progress_bar": False, "enable_model_summary": False}
-
-
 def recipe_config(run: Run, data_dir: Optional[str] = None) -> dict[str, Any]:
-    """What ``lightning-cifar fit`` is given for this run: the recipe, the network and the seed."""
-    data = dict(run.recipe["data"])
+    """What ``lightning-cifar fit`` is given for this run: its configuration and seed."""
+    config = {section: dict(values) for section, values in run.config.items()}
     if data_dir is not None:
-        data["data_dir"] = data_dir
-    return {
-        "seed_everything": run.seed,
-        "trainer": dict(run.recipe["trainer"]),
-        "model": {**run.recipe["model"], "backbone": run.backbone, "backbone_kwargs": run.kwargs},
-        "data": data,
-    }
+        config["data"]["data_dir"] = data_dir
+    return {"seed_everything": run.seed, **config}
 
 
 def fit_arguments(config: dict[str, Any]) -> list[str]:
@@ -118,8 +177,16 @@ def fit_arguments(config: dict[str, Any]) -> list[str]:
     return words
 
 
+# Presentation defaults of a study run (a recipe may override them); nothing that changes results.
+STUDY_TRAINER_DEFAULTS = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+def _class_path(cls: type) -> dict[str, str]:
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}"}
+
+
 def run_config(run: Run, out: Path, data_dir: Optional[str] = None) -> dict[str, Any]:
-    """The full configuration of one run: its recipe, plus where the study keeps logs and curves.
+    """The full configuration of one run: its recipe, plus where the study keeps logs and what it records.
     Checkpoints are not kept (the study records metrics) and the per-run test report is off."""
     config = recipe_config(run, data_dir)
     logger = {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
@@ -127,7 +194,7 @@ def run_config(run: Run, out: Path, data_dir: Optional[str] = None) -> dict[str,
                             "default_hp_metric": False}}
     config["trainer"] = {**STUDY_TRAINER_DEFAULTS, **config["trainer"], "logger": logger,
                          "enable_checkpointing": False, "default_root_dir": str(out / "runs" / run.run_id),
-                         "callbacks": [{"class_path": f"{ValCurve.__module__}.{ValCurve.__qualname__}"}]}
+                         "callbacks": [_class_path(EpochMetrics), _class_path(TestPredictions)]}
     config["report"] = {"enabled": False}
     return config
 
@@ -146,6 +213,12 @@ def build(config: dict[str, Any]) -> Any:
         raise StudyConfigError(f"a study run's configuration is refused by fit's parser: {text}") from None
 
 
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 def run_one(run: Run, out: Path, data_dir: Optional[str] = None,
             loaded: Optional[CIFAR10DataModule] = None) -> tuple[dict[str, Any], CIFAR10DataModule]:
     """Train and test one run; returns its result record and its data module (whose loaded
@@ -157,45 +230,63 @@ def run_one(run: Run, out: Path, data_dir: Optional[str] = None,
     shutil.rmtree(out / "tensorboard" / run.run_id, ignore_errors=True)
     # Before build(), which seeds: building this probe network draws from the RNG, and the run's
     # shuffling and augmentation must draw exactly what `lightning-cifar fit` draws.
-    params, flops = describe_network(run)
+    network = describe_network(run)
     cli = build(run_config(run, out, data_dir))
     model, dm, trainer = cli.model, cli.datamodule, cli.trainer
     if loaded is not None and loaded.hparams == dm.hparams:
         # Same files, split and settings: reading and checking 180 MB again would only cost time.
         dm.classes, dm.train_set, dm.val_set, dm.test_set = loaded.classes, loaded.train_set, loaded.val_set, loaded.test_set
-    curve = next(cb for cb in trainer.callbacks if isinstance(cb, ValCurve))
+    epochs = next(cb for cb in trainer.callbacks if isinstance(cb, EpochMetrics))
+    predicted = next(cb for cb in trainer.callbacks if isinstance(cb, TestPredictions))
     check_output_dirs(trainer, model, fitting=True)
     started = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     train_time = time.perf_counter() - started
     tested = trainer.test(model, datamodule=dm, verbose=False)[0]
     images = trainer.current_epoch * len(dm.train_dataloader()) * dm.batch_size
+    labels = dm.test_set.labels.cpu().numpy().astype(np.uint8)
+    if not (out / TEST_LABELS).is_file():
+        atomic_write_bytes(out / TEST_LABELS, _npy(labels))
+    atomic_write_bytes(run_dir / PREDICTIONS, _npy(predicted.predictions()))
+    last = lambda values: values[-1] if values else None  # noqa: E731
     result = {
+        "version": RESULT_VERSION,
         "run_id": run.run_id,
         "config_key": run.config_key,
-        "points": [{"axis": p.axis, "value": p.value} for p in run.points],
+        "roles": list(run.roles),
+        "family": run.family,
+        "points": [{"axis": p.axis, "value": p.value, "param": p.param, "settings": p.settings} for p in run.points],
         "backbone": run.backbone,
         "kwargs": run.kwargs,
         "seed": run.seed,
-        "params": params,
-        "flops_per_image": flops,
+        **network,
         "epochs": trainer.current_epoch,
         "train_time_s": round(train_time, 2),
         "images_per_s": round(images / train_time, 1),
-        "best_val_acc": max(curve.values) if curve.values else None,
+        "val_acc": last(epochs.val_acc),
+        "val_loss": last(epochs.val_loss),
+        "best_val_acc": max(epochs.val_acc) if epochs.val_acc else None,
+        "train_acc": last(epochs.train_acc),
+        "train_loss": last(epochs.train_loss),
         "test_acc": round(float(tested["test/acc"]), 5),
         "test_loss": round(float(tested["test/loss"]), 5),
-        "val_acc_curve": curve.values,
+        "test_correct": int((predicted.predictions() == labels).sum()),
+        "val_acc_curve": epochs.val_acc,
+        "val_loss_curve": epochs.val_loss,
+        "train_acc_curve": epochs.train_acc,
+        "train_loss_curve": epochs.train_loss,
+        "device": machine.describe(model.device),
+        "software": machine.software(),
         "fit_arguments": fit_arguments(recipe_config(run, data_dir)),
     }
-    hparams = {"axis": ",".join(p.axis for p in run.points), "value": str(run.points[0].value),
-               "seed": run.seed, "backbone": run.backbone, "params": params, "flops_per_image": flops,
+    hparams = {"roles": ",".join(run.roles), "points": "; ".join(f"{p.axis}={p.value}" for p in run.points),
+               "seed": run.seed, "backbone": run.backbone, "params": network["params"],
+               "flops_per_image": network["flops_per_image"],
                **{f"kwargs/{k}": str(v) for k, v in run.kwargs.items()}}
-    logger = trainer.logger
-    logger.log_hyperparams(hparams, metrics={"hp_metric": result["test_acc"], "study/best_val_acc":
-                                             result["best_val_acc"] or 0.0})
-    logger.finalize("success")
-    atomic_write_json(result_path(out, run), result)
+    trainer.logger.log_hyperparams(hparams, metrics={"hp_metric": result["test_acc"],
+                                                     "study/best_val_acc": result["best_val_acc"] or 0.0})
+    trainer.logger.finalize("success")
+    atomic_write_json(result_path(out, run), result)  # last: a result file means the run is complete
     return result, dm
 
 
@@ -229,22 +320,3 @@ def check_runs(runs: list[Run], out: Path, data_dir: Optional[str] = None) -> di
             text = " ".join(str(exc).split())
             raise StudyConfigError(f"run {run.run_id}: refused by fit's parser: {text}") from None
     return parsed
-
-
-def execute(runs: list[Run], out: Path, data_dir: Optional[str] = None,
-            log: Callable[[str], None] = print, planned: Optional[set[str]] = None) -> int:
-    """Run whatever of ``runs`` has no result yet; returns how many were run."""
-    out.mkdir(parents=True, exist_ok=True)
-    todo = [r for r in runs if not result_path(out, r).is_file()]
-    log(f"{len(runs) - len(todo)} of {len(runs)} runs already done; {len(todo)} to run")
-    if not todo:
-        write_results_csv(out, planned)
-        return 0
-    loaded: Optional[CIFAR10DataModule] = None
-    for i, run in enumerate(todo, start=1):
-        where = ", ".join(f"{p.axis}={p.value}" for p in run.points)
-        log(f"[{i}/{len(todo)}] {run.run_id} ({where})")
-        result, loaded = run_one(run, out, data_dir, loaded)
-        write_results_csv(out, planned)
-        log(f"    test acc {result['test_acc']:.4f}, {result['train_time_s']:.0f} s")
-    return len(todo)
