@@ -125,6 +125,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
             batch_size: training batch size.
             val_split: images held out of the training set for validation, as a
                 count or a fraction; the same images for a given ``seed``; never augmented.
+                0 trains on all 50,000 (as the seed notebook did) and validates on nothing.
             num_workers: DataLoader worker processes. Batches are slices of an
                 in-memory tensor, so 0 is usually fastest.
             augment: training augmentation: ``none``, ``crop_flip`` (translate by up
@@ -231,10 +232,10 @@ class CIFAR10DataModule(pl.LightningDataModule):
     def _val_count(self, n_train: int) -> int:
         split = self.val_split
         count = int(round(split * n_train)) if isinstance(split, float) and 0 < split < 1 else split
-        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count < n_train:
+        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count < n_train:
             raise DataError(
-                f"val_split={split!r}: must be a number of images from 1 to {n_train - 1}"
-                f" or a fraction between 0 and 1 of the {n_train} training images"
+                f"val_split={split!r}: must be a number of images from 0 (train on all, no validation) to"
+                f" {n_train - 1} or a fraction between 0 and 1 of the {n_train} training images"
             )
         return count
 
@@ -245,7 +246,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
             order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
             val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
             self.train_set = TensorImages(images[train_idx], labels[train_idx])
-            self.val_set = TensorImages(images[val_idx], labels[val_idx])
+            self.val_set = TensorImages(images[val_idx], labels[val_idx]) if n_val else None
         if stage == "predict" and self.predict_dir is not None:
             if self.predict_set is None:
                 found = load_image_folder(Path(self.predict_dir))
@@ -285,7 +286,11 @@ class CIFAR10DataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> Union[DataLoader, list]:
+        if self.val_set is None and self.train_set is not None:  # val_split=0: every image trains
+            if self.trainer is not None and self.trainer.state.fn == "validate":
+                raise DataError("val_split=0 holds out no validation images; `validate` needs --data.val_split > 0")
+            return []  # Lightning skips validation
         return self._loader(self.val_set, train=False)
 
     def test_dataloader(self) -> DataLoader:

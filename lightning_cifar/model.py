@@ -48,6 +48,16 @@ def checkpoint_normalize(checkpoint: dict[str, Any], source: str = "the checkpoi
     return bool(data.get("normalize", True))
 
 
+def keras_init(module: torch.nn.Module) -> None:
+    """Glorot-uniform weights and zero biases for every convolution and linear layer, as Keras' Conv2D and
+    Dense start (PyTorch's default draws them up to about 1.7x narrower)."""
+    for layer in module.modules():
+        if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                torch.nn.init.zeros_(layer.bias)
+
+
 class Classifier(pl.LightningModule):
     """Image classifier whose network is a registered backbone, chosen by name.
 
@@ -63,6 +73,7 @@ class Classifier(pl.LightningModule):
         normalize: bool = True,
         optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
         lr: float = 0.05,
+        eps: float = 1e-8,
         momentum: float = 0.9,
         nesterov: bool = True,
         weight_decay: float = 5e-4,
@@ -72,6 +83,7 @@ class Classifier(pl.LightningModule):
         channels_last: bool = True,
         tta: bool = False,
         compile: bool = False,
+        init: Literal["torch", "keras"] = "torch",
     ) -> None:
         """
         Args:
@@ -84,6 +96,7 @@ class Classifier(pl.LightningModule):
                 off, the network sees the [0, 1] pixels (as in the seed notebook).
             optimizer: ``sgd`` (with momentum, Nesterov by default), ``adam`` or ``adamw``.
             lr: peak learning rate.
+            eps: Adam's and AdamW's epsilon (PyTorch's default 1e-8; Keras uses 1e-7).
             momentum: SGD momentum (Adam's beta1 is left at its default).
             nesterov: Nesterov momentum for SGD.
             weight_decay: L2 penalty (decoupled for AdamW).
@@ -95,6 +108,9 @@ class Classifier(pl.LightningModule):
             tta: evaluate and predict on each image and its mirror image, averaging the logits.
             compile: run the backbone through ``torch.compile`` (falls back to eager
                 mode with a warning where compilation is unavailable).
+            init: initial weights of the backbone's convolutions and linear layers: ``torch``
+                (PyTorch's defaults) or ``keras`` (Glorot-uniform weights, zero biases, as the seed
+                notebook's Keras layers start).
         """
         super().__init__()
         # Only the init arguments go into hparams: LightningCLI and
@@ -108,6 +124,10 @@ class Classifier(pl.LightningModule):
             raise LightningCifarError(f"label_smoothing={label_smoothing}: must be in [0, 1)")
         self.input_norm = Standardize(normalize)
         self.backbone = registry.create(backbone, num_classes=num_classes, **(backbone_kwargs or {}))
+        if init == "keras":
+            keras_init(self.backbone)
+        elif init != "torch":
+            raise LightningCifarError(f"init={init!r}: allowed values are 'torch', 'keras'")
         self.num_params = registry.count_parameters(self.backbone)
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
@@ -237,9 +257,9 @@ class Classifier(pl.LightningModule):
                 weight_decay=hp.weight_decay,
             )
         elif hp.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+            opt = torch.optim.Adam(params, lr=hp.lr, eps=hp.eps, weight_decay=hp.weight_decay)
         elif hp.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+            opt = torch.optim.AdamW(params, lr=hp.lr, eps=hp.eps, weight_decay=hp.weight_decay)
         else:
             raise LightningCifarError(f"optimizer={hp.optimizer!r}: allowed values are 'sgd', 'adam', 'adamw'")
         if hp.scheduler == "none":

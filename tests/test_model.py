@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -200,3 +202,32 @@ def test_the_cli_takes_a_version_0_1_checkpoints_normalisation_over(legacy_check
     with torch.no_grad():
         expected = float((reference(images).argmax(1) == labels).float().mean())
     assert scalars(run)["test/acc"][0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_keras_initialisation_is_glorot_uniform_with_zero_biases():
+    torch.manual_seed(0)
+    keras = Classifier("cnn_seed", init="keras")
+    plain = Classifier("cnn_seed")
+    for (name, k), (_, p) in zip(keras.backbone.named_modules(), plain.backbone.named_modules()):
+        if isinstance(k, (torch.nn.Conv2d, torch.nn.Linear)):
+            fan_in, fan_out = k.weight[0].numel(), k.weight.shape[0] * k.weight[0, 0].numel()
+            bound = math.sqrt(6 / (fan_in + fan_out))
+            assert float(k.weight.abs().max()) <= bound and float(k.weight.abs().max()) > 0.9 * bound, name
+            assert float(k.bias.abs().max()) == 0.0 and float(p.bias.abs().max()) > 0.0, name
+    with pytest.raises(LightningCifarError, match="init='he'"):
+        Classifier("mlp_seed", init="he")
+
+
+def test_adam_epsilon_reaches_the_optimizer():
+    assert Classifier("mlp_seed", optimizer="adam", eps=1e-7, scheduler="none").configure_optimizers() \
+        .param_groups[0]["eps"] == 1e-7
+
+
+def test_val_split_zero_trains_on_every_image_and_skips_validation(tmp_path, tiny_cifar):
+    from lightning_cifar import CIFAR10DataModule
+
+    dm = CIFAR10DataModule(tiny_cifar, verify=False, download=False, val_split=0, batch_size=40)
+    t = trainer(tmp_path, max_epochs=1)
+    t.fit(Classifier("mlp_seed"), dm)
+    assert len(dm.train_set) == 200 and dm.val_set is None and t.global_step == 5
+    assert "val/acc" not in t.callback_metrics

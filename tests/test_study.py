@@ -403,3 +403,21 @@ def test_tuning_is_done_before_the_runs_that_need_it(tmp_path):
     study = parse_study(tiny_study(tmp_path, tune=[{"family": "cnn", "grid": {"model.lr": [0.05, 0.2]}}]))
     pending = expand(study, Tuning(), arch=fake_arch)
     assert all(r.config["model"]["lr"] == 0.05 for r in pending if r.family == "cnn" and "main" in r.roles)
+
+
+def test_a_run_trained_before_tuning_finished_serves_the_points_the_final_plan_gives_it(tmp_path):
+    from lightning_cifar.study.report import Results
+
+    study = parse_study(tiny_study(tmp_path, seeds=[0], baselines=[], tune=[{"family": "cnn", "grid": {"model.lr": [0.05, 0.2]}}],
+                                   axes=[{"name": "width", "param": "width_mult", "values": [1]}]))
+    before = expand(study)  # the real architecture hash: width_mult=1 is the base network
+    first = next(r for r in before if len(r.points) == 2)  # the first candidate, planned as the main run too
+    for run, val in ((first, 0.1), (next(r for r in before if len(r.points) == 1), 0.5)):
+        record = {"version": 2, "run_id": run.run_id, "seed": run.seed, "roles": list(run.roles), "val_acc_curve": [val],
+                  "test_acc": val, "points": [{"axis": p.axis, "value": p.value, "settings": p.settings} for p in run.points]}
+        (tmp_path / "runs" / run.run_id).mkdir(parents=True)
+        (tmp_path / "runs" / run.run_id / "result.json").write_text(json.dumps(record))
+    results = {json.loads(p.read_text())["run_id"]: json.loads(p.read_text()) for p in tmp_path.glob("runs/*/result.json")}
+    plan = expand(study, choose(study, results))
+    group = Results(tmp_path, plan).group("width", 1)
+    assert [r["test_acc"] for r in group.results] == [0.5]  # the winner's run, not the one recorded as "width=1"

@@ -126,7 +126,7 @@ def execute(study: StudyConfig, out: Path, k: int, n: int, data_dir: Optional[st
             check_runs(unchecked, out, data_dir)  # before any of them trains
             checked.update(r.run_id for r in unchecked)
         if not todo:
-            write_results_csv(out, {r.run_id for r in plan})
+            write_results_csv(out, plan)
             if mine:
                 log(f"{len(mine)} runs wait for the tuning of {', '.join(sorted(blocked))}, whose runs belong to other"
                     " shards: run this command again once they are done")
@@ -136,7 +136,7 @@ def execute(study: StudyConfig, out: Path, k: int, n: int, data_dir: Optional[st
         started = time.perf_counter()
         result, loaded = run_one(run, out, data_dir, loaded)
         spent.append(time.perf_counter() - started)
-        write_results_csv(out, {r.run_id for r in plan})
+        write_results_csv(out, plan)
         left = len(mine) - 1
         eta = sum(spent) / len(spent) * left
         log(f"    test acc {result['test_acc']:.4f}, val acc {result['val_acc']:.4f}, {spent[-1]:.0f} s;"
@@ -174,15 +174,15 @@ def study_command(argv: Sequence[str]) -> int:
         return 0
     from lightning_cifar.study.report import write_report
 
-    if args.report_only:
-        results = {r["run_id"]: r for r in load_results(out) if r.get("version") == RESULT_VERSION}
-        write_results_csv(out, {r.run_id for r in expand(study, choose(study, results))})
-    else:
+    if not args.report_only:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / STUDY_FILE, study_record(study))
         execute(study, out, k, n, data_dir=args.data_dir, log=lambda line: print(line, flush=True))
+    results = {r["run_id"]: r for r in load_results(out) if r.get("version") == RESULT_VERSION}
+    plan = expand(study, choose(study, results))
+    write_results_csv(out, plan)
     try:
-        report = write_report(out, study, command)
+        report = write_report(out, study, plan, command)
     except ValueError as exc:
         raise LightningCifarError(str(exc)) from exc
     print(f"report: {report}", file=sys.stderr)

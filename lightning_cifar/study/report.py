@@ -20,7 +20,7 @@ import numpy as np
 
 from lightning_cifar.files import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from lightning_cifar.study.config import Axis, StudyConfig
-from lightning_cifar.study.plan import ANCHOR_AXIS, BASELINE_AXIS, BUDGET_AXIS, base_key, choose
+from lightning_cifar.study.plan import ANCHOR_AXIS, BASELINE_AXIS, BUDGET_AXIS, Run, base_key, choose
 from lightning_cifar.study.runner import PREDICTIONS, RESULT_VERSION, TEST_LABELS, load_results
 from lightning_cifar.study.stats import (
     Comparison,
@@ -84,21 +84,25 @@ class Group:
 
 
 class Results:
-    """The result files of one study folder, grouped by point, with the test predictions."""
+    """The finished runs of a study's plan, grouped by the points the plan gives them, with their test
+    predictions. (The points come from the plan, not from the result files: a run trained while tuning
+    was pending may serve fewer points once the winner is known.)"""
 
-    def __init__(self, out: Path, planned: Optional[set[str]] = None) -> None:
+    def __init__(self, out: Path, plan: list[Run]) -> None:
         self.out = out
-        self.all = [r for r in load_results(out) if r.get("version") == RESULT_VERSION
-                    and (planned is None or r["run_id"] in planned)]
+        found = {r["run_id"]: r for r in load_results(out) if r.get("version") == RESULT_VERSION}
+        self.all = [found[run.run_id] for run in plan if run.run_id in found]
         labels_path = out / TEST_LABELS
         self.labels = np.load(labels_path) if labels_path.is_file() else None
         self.groups: dict[tuple[str, str], Group] = {}
-        for r in self.all:
-            for p in r["points"]:
-                key = (p["axis"], canonical(p["value"]))
-                group = self.groups.setdefault(key, Group(p["axis"], p["value"]))
-                if r["run_id"] not in group.run_ids:
-                    group.results.append(r)
+        for run in plan:
+            result = found.get(run.run_id)
+            if result is None:
+                continue
+            for p in run.points:
+                group = self.groups.setdefault((p.axis, canonical(p.value)), Group(p.axis, p.value))
+                if result["run_id"] not in group.run_ids:
+                    group.results.append(result)
         for group in self.groups.values():
             group.results.sort(key=lambda r: r["seed"])
 
@@ -535,9 +539,9 @@ def summary_rows(groups: list[Group], n_images: int) -> list[list[Any]]:
     return rows
 
 
-def write_report(out: Path, study: StudyConfig, command: str = "", planned: Optional[set[str]] = None) -> Path:
-    """summary.csv, the plots and report.md from the result files in ``out``."""
-    results = Results(out, planned)
+def write_report(out: Path, study: StudyConfig, plan: list[Run], command: str = "") -> Path:
+    """summary.csv, the plots and report.md from the finished runs of ``plan`` in ``out``."""
+    results = Results(out, plan)
     if not results.all:
         raise ValueError(f"{out} has no results of this study yet")
     n_images = len(results.labels) if results.labels is not None else 10_000

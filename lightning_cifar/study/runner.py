@@ -135,11 +135,11 @@ def load_results(out: Path) -> list[dict[str, Any]]:
     return results
 
 
-def rows_of(result: dict[str, Any]) -> list[list[Any]]:
-    """One results.csv row per point the run serves."""
+def rows_of(result: dict[str, Any], points: list[Any]) -> list[list[Any]]:
+    """One results.csv row per point the run serves in the current plan."""
     rows = []
-    for point in result["points"]:
-        values = {**result, "axis": point["axis"], "value": json.dumps(point["value"]), "param": point["param"],
+    for point in points:
+        values = {**result, "axis": point.axis, "value": json.dumps(point.value), "param": point.param,
                   "role": ",".join(result["roles"]), "kwargs": json.dumps(result["kwargs"], sort_keys=True),
                   "val_acc_curve": json.dumps(result["val_acc_curve"]),
                   "train_acc_curve": json.dumps(result["train_acc_curve"])}
@@ -147,13 +147,15 @@ def rows_of(result: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def write_results_csv(out: Path, planned: Optional[set[str]] = None) -> Path:
-    """results.csv from every finished run, or only those of ``planned`` (run ids of the current config:
-    results left in the folder by an earlier version of the config do not mix in)."""
+def write_results_csv(out: Path, plan: list[Run]) -> Path:
+    """results.csv from the finished runs of ``plan``, each with the points it serves in the plan (not the
+    ones it was trained for: a run trained while tuning was pending may serve fewer once the winner is known).
+    Results left in the folder by an earlier version of the config do not mix in."""
+    results = {r["run_id"]: r for r in load_results(out) if r.get("version") == RESULT_VERSION}
     rows = [RESULT_COLUMNS]
-    for result in load_results(out):
-        if result.get("version") == RESULT_VERSION and (planned is None or result["run_id"] in planned):
-            rows += rows_of(result)
+    for run in plan:
+        if run.run_id in results:
+            rows += rows_of(results[run.run_id], list(run.points))
     path = out / "results.csv"
     atomic_write_csv(path, rows)
     return path
