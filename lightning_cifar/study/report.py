@@ -349,8 +349,10 @@ def anchor_section(results: Results, study: StudyConfig) -> list[str]:
     return lines + [""]
 
 
-def answers(study: StudyConfig, steps: dict[str, list[Step]], by_axis: dict[str, list[Group]]) -> list[str]:
-    """One line per axis: every step with its interval and Holm-adjusted verdict, then the line fit."""
+def answers(study: StudyConfig, steps: dict[str, list[Step]], by_axis: dict[str, list[Group]],
+            matched: list[str], versus: list[str], budget: list[str]) -> list[str]:
+    """The headline: every axis step with its interval and Holm-adjusted verdict and the line fit; width
+    against depth at matched compute; the CNN against the best MLP; what the budget check kept."""
     lines = ["## Answers", "", "Each step: the change in test accuracy, its 95 % interval, and whether it survives "
              "Holm's correction (details in the sections below).", ""]
     for axis in study.axes:
@@ -363,6 +365,11 @@ def answers(study: StudyConfig, steps: dict[str, list[Step]], by_axis: dict[str,
         sentence = fit_sentence(axis, by_axis[axis.name])
         if sentence:
             lines.append(f"  {sentence}")
+    lines += ["", "Width or depth at matched compute:", "", *matched, "", "CNN against fully connected (each family "
+              "with its own recipe, chosen on the validation split):", "", *versus]
+    held = [line for line in budget if line.startswith("- ") and "budgets" in line]
+    if held:
+        lines += ["", f"At {study.budget.multiplier}x the epochs:", "", *held]
     return lines + [""]
 
 
@@ -470,6 +477,10 @@ def plot_compute(by_axis: dict[str, list[Group]], baselines: list[Group], study:
             ax.errorbar(xs, ys, yerr=[100 * (g.acc.half or 0) for g in groups], fmt="o-", capsize=3, markersize=4,
                         color=colour[axis.name], label=f"{axis.name} ({axis.kind})")
             everything += list(zip(xs, ys))
+        base = next((g for a in study.axes for g in by_axis.get(a.name, []) if g.base), None)
+        if base is not None:
+            ax.scatter([base.first(key)], [100 * base.acc.value], s=110, facecolors="none", edgecolors=BASE_COLOUR,
+                       zorder=5, label="base network")
         if everything:
             front = pareto(everything)
             ax.plot([f[0] for f in front], [f[1] for f in front], "--", color=BASE_COLOUR, linewidth=1,
@@ -504,7 +515,7 @@ def plot_curves(by_axis: dict[str, list[Group]], baselines: list[Group], study: 
     cmap = plt.get_cmap("viridis")
     for ax, (name, groups) in zip(panels[0], panels_data):
         for i, g in enumerate(groups):
-            c = cmap(i / max(1, len(groups) - 1))
+            c = BASE_COLOUR if g.base else cmap(i / max(1, len(groups) - 1))  # the base: black in every panel
             for key, style in (("val_acc_curve", "-"), ("train_acc_curve", "--")):
                 curves = [r[key] for r in g.results if r.get(key)]
                 if curves:
@@ -595,7 +606,10 @@ def write_report(out: Path, study: StudyConfig, plan: list[Run], command: str = 
               f"family, corrected with Holm's method ({len(flat)} tests); a step is called significant when its "
               f"adjusted p-value is below {ALPHA}. Choices (tuning, 'best' networks) are made on the validation split, "
               "never on the test set.", ""]
-    lines += answers(study, steps, by_axis)
+    matched = matched_compute(results, study, by_axis)
+    versus = cnn_vs_mlp(results, baselines, cnns, base_group)
+    budget = budget_section(results, study, main_by_label)
+    lines += answers(study, steps, by_axis, matched, versus, budget)
     lines += tuning_section(results, study)
     for axis in study.axes:
         groups = by_axis[axis.name]
@@ -609,13 +623,13 @@ def write_report(out: Path, study: StudyConfig, plan: list[Run], command: str = 
             lines += [sentence, ""]
     if by_axis:
         lines += ["![every axis](axes.png)", ""]
-    lines += ["## Width or depth at matched compute", "", *matched_compute(results, study, by_axis), "",
+    lines += ["## Width or depth at matched compute", "", *matched, "",
               "![accuracy against FLOPs and parameters](compute.png)", "",
               "## CNN vs. fully connected", ""]
     if baselines:
         lines += [*point_table(results, baselines), ""]
-    lines += [*cnn_vs_mlp(results, baselines, cnns, base_group), ""]
-    lines += budget_section(results, study, main_by_label)
+    lines += [*versus, ""]
+    lines += budget
     lines += anchor_section(results, study)
     lines += fitting_section(main_groups)
     lines += ["## Learning curves", "", "![curves](curves.png)", ""]
