@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Union
 
@@ -290,7 +291,9 @@ class CIFAR10DataModule(pl.LightningDataModule):
         if self.val_set is None and self.train_set is not None:  # val_split=0: every image trains
             if self.trainer is not None and self.trainer.state.fn == "validate":
                 raise DataError("val_split=0 holds out no validation images; `validate` needs --data.val_split > 0")
-            return []  # Lightning skips validation
+            # Lightning skips validation; its warning that the list is empty would only repeat the user's choice.
+            warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
+            return []
         return self._loader(self.val_set, train=False)
 
     def test_dataloader(self) -> DataLoader:

@@ -142,9 +142,17 @@ class CifarCLI(LightningCLI):
         if subcommand != "fit":
             # Evaluating a checkpoint in a new run folder: its checkpoint callback has nothing to resume.
             warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+            # Nor do the callbacks' saved states matter (a val_split=0 run's checkpoint callback monitors nothing).
+            warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create")
         if "weights_only" in config and config["weights_only"] is None:
             # Explicit, so that TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot turn it off behind the user's back.
             config["weights_only"] = True
+        if subcommand == "fit" and config["data"].get("val_split") == 0 and config["checkpoint"]["monitor"] == MONITOR:
+            # Nothing validates, so there is no best epoch to keep: only last.ckpt, and no warning
+            # every epoch that val/acc was never logged.
+            config["checkpoint"]["monitor"], config["checkpoint"]["save_top_k"] = None, 0
+            rank_zero_info("--data.val_split=0: no validation, so checkpoints keep the last epoch only"
+                           " (lightning_logs/version_*/checkpoints/last.ckpt; test it with --ckpt_path=last)")
         alias = config.get("ckpt_path")
         if alias in ("last", "best"):
             root = Path(config["trainer"].get("default_root_dir") or ".")

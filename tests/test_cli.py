@@ -104,6 +104,27 @@ def test_best_falls_back_to_the_scores_in_the_file_names(best_not_newest, tmp_pa
     assert found.path.name == max(scored, key=scored.get).name and "file names" in found.why
 
 
+def test_val_split_zero_trains_on_every_image_and_keeps_the_last_checkpoint(tiny_cifar, tmp_path, cli):
+    """The notebook's setting (no held-out images): all 200 tiny training images train, nothing
+    validates, no warning per epoch about a missing val/acc, and last.ckpt is what there is to test."""
+    data = [f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, *SMALL_NET, "--data.val_split=0"]
+    fitted = cli(["fit", *data, "--trainer.max_epochs=2", "--trainer.precision=32-true"], tmp_path)
+    output = fitted.stdout + fitted.stderr
+    assert "--data.val_split=0: no validation, so checkpoints keep the last epoch only" in output
+    assert "could not find the monitored key" not in output and "across ranks is zero" not in output
+    folder = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
+    last = folder / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 2 * (200 // 32)  # 200 images, not 160
+    assert "val/acc" not in scalars(tmp_path / "lightning_logs" / "version_0")
+    tested = cli(["test", *data, "--trainer.precision=32-true", "--ckpt_path=last"], tmp_path)
+    assert "Be aware" not in tested.stderr
+    logged = scalars(tmp_path / "lightning_logs" / "version_1")["test/acc"][0]
+    assert logged == pytest.approx(accuracy_of(last, *tiny_test_set(tiny_cifar)), abs=1e-6)
+    refused = cli(["test", *data, "--ckpt_path=best"], tmp_path, check=False)
+    assert "--ckpt_path=best: no best checkpoint" in one_line_error(refused)
+
+
 def test_validate_and_predict_agree_with_load_from_checkpoint(trained, tiny_cifar, cli):
     cwd, data, _ = trained
     ckpt = cwd / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"

@@ -55,6 +55,29 @@ def test_our_callbacks_and_checkpoint_writer_reach_the_trainer(tmp_path, tiny_ci
     assert torch.backends.cudnn.benchmark is (not trainer_args.get("deterministic"))
 
 
+def test_an_epochs_validation_ends_before_its_on_train_epoch_end(tmp_path, tiny_dm):
+    """study.runner.EpochMetrics scores the training subset in on_train_epoch_end, meaning to score the
+    weights the epoch's validation just scored (Lightning validates inside the epoch loop)."""
+    from conftest import trainer
+    from lightning_cifar import Classifier
+
+    order = []
+
+    class Hooks(pl.Callback):
+        def on_validation_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                order.append(("validation_end", trainer.global_step))
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            order.append(("train_epoch_end", trainer.global_step))
+
+    model = Classifier(backbone="convpool", backbone_kwargs={"widths": [4], "kernels": [3]})
+    trainer(tmp_path, callbacks=[Hooks()], max_epochs=2).fit(model, datamodule=tiny_dm)
+    assert order == [("validation_end", 5), ("train_epoch_end", 5), ("validation_end", 10), ("train_epoch_end", 10)], (
+        f"Lightning now calls {order}: EpochMetrics (lightning_cifar/study/runner.py) must score the training"
+        " subset where the weights are the ones validation scored")
+
+
 def test_model_checkpoint_offers_what_latest_checkpoint_uses():
     """callbacks.LatestCheckpoint writes last.ckpt itself through these."""
     for name in ("format_checkpoint_name", "CHECKPOINT_NAME_LAST", "save_last", "last_model_path",

@@ -139,7 +139,8 @@ def execute(study: StudyConfig, out: Path, k: int, n: int, data_dir: Optional[st
         write_results_csv(out, plan)
         left = len(mine) - 1
         eta = sum(spent) / len(spent) * left
-        log(f"    test acc {result['test_acc']:.4f}, val acc {result['val_acc']:.4f}, {spent[-1]:.0f} s;"
+        val = f"val acc {result['val_acc']:.4f}" if result["val_acc"] is not None else "no validation"
+        log(f"    test acc {result['test_acc']:.4f}, {val}, {spent[-1]:.0f} s;"
             f" {left} runs left in this shard, about {eta / 60:.0f} min at this pace")
 
 

@@ -169,6 +169,10 @@ def axis_groups(results: Results, axis: Axis) -> list[Group]:
     return [g for g in groups if g is not None and g.results]
 
 
+def _fraction(value: Optional[float]) -> str:
+    return f"{value:.5f}" if value is not None else ""  # empty: not measured (a run without validation)
+
+
 def point_table(results: Results, groups: list[Group]) -> list[str]:
     n_images = len(results.labels) if results.labels is not None else 10_000
     lines = ["| point | kernels | params | FLOPs/image | receptive field | final map | seeds | test acc (mean ± seed CI) "
@@ -385,7 +389,8 @@ def fitting_section(groups: list[Group]) -> list[str]:
         if train is None or frozenset(g.run_ids) in seen:  # the base network lies on several axes
             continue
         seen.add(frozenset(g.run_ids))
-        lines.append(f"| {g.label} | {100 * train:.2f} % | {100 * (val or 0):.2f} % | {100 * g.acc.value:.2f} % "
+        val_text = f"{100 * val:.2f} %" if val is not None else "– (no validation)"
+        lines.append(f"| {g.label} | {100 * train:.2f} % | {val_text} | {100 * g.acc.value:.2f} % "
                      f"| {100 * (train - g.acc.value):+.2f} |")
     return lines + [""]
 
@@ -543,8 +548,8 @@ def summary_rows(groups: list[Group], n_images: int) -> list[list[Any]]:
             g.axis, json.dumps(g.value), ",".join(g.first("roles")), g.first("family"), g.first("backbone"),
             g.first("kernels"), est.n, f"{est.value:.5f}", f"{stdev(g.accs):.5f}" if est.n > 1 else "",
             f"{est.low:.5f}" if est.low is not None else "", f"{est.high:.5f}" if est.high is not None else "",
-            f"{sampling_half_width(est.value, n_images):.5f}", f"{g.mean_of('train_acc') or 0:.5f}",
-            f"{g.mean_of('val_acc') or 0:.5f}", g.first("params"), g.first("flops_per_image"),
+            f"{sampling_half_width(est.value, n_images):.5f}", _fraction(g.mean_of("train_acc")),
+            _fraction(g.mean_of("val_acc")), g.first("params"), g.first("flops_per_image"),
             g.first("receptive_field"), g.first("final_map"), f"{mean(r['train_time_s'] for r in g.results):.1f}",
         ])
     return rows

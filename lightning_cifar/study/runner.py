@@ -59,8 +59,9 @@ def describe_network(run: Run) -> dict[str, Any]:
 
 
 class EpochMetrics(pl.Callback):
-    """After every validation: the logged val/acc and val/loss, and accuracy and loss on a fixed subset
+    """After every epoch: the logged val/acc and val/loss, and accuracy and loss on a fixed subset
     of the training images, clean (no augmentation) and in eval mode, to tell under- from over-fitting.
+    A run without validation (``val_split=0``, the notebook anchors) gets the training subset only.
 
     It draws no random numbers, so the run trains exactly as the same ``fit`` without it.
     """
@@ -80,6 +81,10 @@ class EpochMetrics(pl.Callback):
             return
         self.val_acc.append(round(float(metrics["val/acc"]), 5))
         self.val_loss.append(round(float(metrics["val/loss"]), 5))
+
+    # After the epoch's validation (Lightning validates inside the epoch loop, before this hook), with
+    # the same weights it scored; and also where there is no validation at all.
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         acc, loss = self._score_training_subset(trainer, pl_module)
         self.train_acc.append(round(acc, 5))
         self.train_loss.append(round(loss, 5))
