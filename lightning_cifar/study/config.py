@@ -13,6 +13,7 @@ import copy
 import difflib
 import inspect
 import itertools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -316,7 +317,7 @@ def parse_study(data: Any, source: str = "<study>") -> StudyConfig:
         _require(path.is_file(), f"anchors[{i}]: config {a['config']} does not exist", source)
         reported = a.get("reported")
         _require(reported is None or isinstance(reported, (int, float)), f"anchors[{i}].reported: a number", source)
-        anchors.append(Anchor(str(a["label"]), str(path), _seeds(a.get("seeds", list(seeds)), f"anchors[{i}].seeds",
+        anchors.append(Anchor(str(a["label"]), os.path.normpath(path), _seeds(a.get("seeds", list(seeds)), f"anchors[{i}].seeds",
                                                                   source), reported))
 
     notes = data.get("notes") or []

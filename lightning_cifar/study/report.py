@@ -257,21 +257,29 @@ def best_by_validation(groups: list[Group]) -> Group:
     return max(groups, key=lambda g: g.mean_of("val_acc") or 0.0)
 
 
+def spoken_list(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def cnn_vs_mlp(results: Results, baselines: list[Group], cnns: list[Group], base: Optional[Group]) -> list[str]:
+    """Each fully connected network against the base CNN, the CNN closest to it in parameters and the best
+    CNN by validation accuracy; one line per distinct CNN, naming every role it plays."""
     if not baselines or not cnns:
         return ["The study has no baseline or no CNN point, so there is no comparison."]
     best_cnn, best_mlp = best_by_validation(cnns), best_by_validation(baselines)
     lines = []
     for b in baselines:
         near = min(cnns, key=lambda c: abs(math.log(c.first("params") / b.first("params"))))
-        for what, cnn in (("The base CNN", base), ("The CNN closest in parameters", near),
-                          ("The best CNN by validation accuracy", best_cnn)):
-            if cnn is None:
-                continue
+        roles: dict[frozenset[str], tuple[Group, list[str]]] = {}
+        for what, cnn in (("the base CNN", base), ("the CNN closest in parameters", near),
+                          ("the best CNN by validation accuracy", best_cnn)):
+            if cnn is not None:
+                roles.setdefault(frozenset(cnn.run_ids), (cnn, []))[1].append(what)
+        for cnn, what in roles.values():
             c = results.compare(cnn, b)
-            lines.append(f"- {what}, {cnn.label} ({human(cnn.first('params'))} parameters, {pct(cnn.acc)}), "
-                         f"against `{b.value}` ({human(b.first('params'))} parameters, {pct(b.acc)}): the CNN is "
-                         f"{ahead(c.value)} ({interval(c)}, {p_text(c.p)}).")
+            lines.append(f"- `{b.value}` ({human(b.first('params'))} parameters, {pct(b.acc)}) against {cnn.label} "
+                         f"({human(cnn.first('params'))} parameters, {pct(cnn.acc)}; {spoken_list(what)}): the CNN "
+                         f"is {ahead(c.value)} ({interval(c)}, {p_text(c.p)}).")
     lines.append(f"- The best fully connected network by validation accuracy is `{best_mlp.value}`.")
     return lines
 
@@ -495,12 +503,13 @@ def plot_compute(by_axis: dict[str, list[Group]], baselines: list[Group], study:
                        color=BASELINE_COLOUR, label="fully connected", zorder=4)
             for g in baselines:
                 ax.annotate(str(g.value), (g.first(key), 100 * g.acc.value), textcoords="offset points",
-                            xytext=(5, -10), fontsize=7)
+                            xytext=(0, -14), ha="center", fontsize=8)
         ax.set_xscale("log")
+        ax.margins(x=0.12, y=0.08)  # room for the baselines' names at the edges
         ax.set_xlabel(f"{name} (log scale)")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left")  # accuracy rises with cost: the upper left stays empty
     panels[0].set_title("Accuracy against compute")
     panels[1].set_title("Accuracy against size (with the fully connected networks)")
     fig.tight_layout()
@@ -516,7 +525,8 @@ def plot_curves(by_axis: dict[str, list[Group]], baselines: list[Group], study: 
         panels_data.append((BASELINE_AXIS, baselines))
     if not panels_data:
         return
-    fig, panels = plt.subplots(1, len(panels_data), figsize=(4.6 * len(panels_data), 4), squeeze=False)
+    # One y-range for all panels, so that their curves compare at a glance.
+    fig, panels = plt.subplots(1, len(panels_data), figsize=(4.6 * len(panels_data), 4.2), squeeze=False, sharey=True)
     cmap = plt.get_cmap("viridis")
     for ax, (name, groups) in zip(panels[0], panels_data):
         for i, g in enumerate(groups):
@@ -529,9 +539,9 @@ def plot_curves(by_axis: dict[str, list[Group]], baselines: list[Group], study: 
                             label=str(g.value) if style == "-" else None)
         ax.set_title(f"{name}: val (solid), train subset (dashed)", fontsize=9)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("accuracy (%), mean of seeds")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=8, loc="lower right", title="point", title_fontsize=8)
+    panels[0][0].set_ylabel("accuracy (%), mean of seeds")
     fig.tight_layout()
     atomic_write_bytes(path, _png(fig))
     plt.close(fig)
