@@ -16,12 +16,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-try:  # numpy 2 moved the module; pickles written by numpy 1 still name the old one
-    from numpy._core.multiarray import _reconstruct
-except ImportError:  # pragma: no cover - numpy 1
-    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
-
-
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
     # Python 3 writes bytes into protocol-2 pickles as _codecs.encode(text, "latin1").
     if not isinstance(text, str) or codecs.lookup(encoding).name != "iso8859-1":
@@ -29,11 +23,53 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
     return text.encode("latin1")
 
 
+# The most numbers one array of a batch file may hold: all 60,000 CIFAR-10 images in one file.
+MAX_ARRAY_ELEMENTS = 60_000 * 3072
+
+
+class _FilledArray(np.ndarray):
+    """What numpy's ``_reconstruct`` makes while unpickling, before the pickle's BUILD fills it.
+
+    numpy pickles an array as ``_reconstruct(ndarray, (0,), b"b")`` (an empty array) followed by
+    ``__setstate__((version, shape, dtype, fortran, raw bytes))``. This class checks that state before
+    numpy allocates anything: a plain numeric dtype, at most :data:`MAX_ARRAY_ELEMENTS` numbers, and
+    exactly as many bytes in the file as the shape needs. A crafted file cannot make it allocate more
+    than it holds (an array with a shape and no pixel bytes, or an object array of 2e8 entries).
+    """
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise pickle.UnpicklingError("an array's pickled state is not numpy's (version, shape, dtype, order, data)")
+        _, shape, dtype, _, raw = state
+        if not isinstance(dtype, np.dtype) or dtype.hasobject or dtype.kind not in "biuf":
+            raise pickle.UnpicklingError(f"refuses an array of dtype {dtype!r}: batch files hold numeric arrays")
+        if not (isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)):
+            raise pickle.UnpicklingError(f"refuses an array of shape {shape!r}")
+        count = int(np.prod(shape, dtype=object))
+        if count > MAX_ARRAY_ELEMENTS:
+            raise pickle.UnpicklingError(f"refuses an array of {count:,} numbers: the format holds at most"
+                                         f" {MAX_ARRAY_ELEMENTS:,} (60,000 images of 3,072 bytes)")
+        # Python 2's pickles (the official files) hold the bytes as a str, read as latin-1: one char per byte.
+        if not isinstance(raw, (bytes, bytearray, str)) or len(raw) != count * dtype.itemsize:
+            size = f"{len(raw):,}" if isinstance(raw, (bytes, bytearray, str)) else f"no bytes ({type(raw).__name__})"
+            raise pickle.UnpicklingError(f"an array of shape {shape} needs {count * dtype.itemsize:,} bytes of data,"
+                                         f" the file holds {size}")
+        super().__setstate__(state)
+
+
+def _reconstruct_empty(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    # Only the empty array numpy's own pickles start from: its size comes from the checked state.
+    if subtype is not np.ndarray or tuple(shape) != (0,):
+        raise pickle.UnpicklingError(f"refuses numpy _reconstruct({getattr(subtype, '__name__', subtype)}, {shape!r}):"
+                                     " numpy pickles reconstruct an empty array and fill it from the file's bytes")
+    return np.ndarray.__new__(_FilledArray, (0,), np.uint8)
+
+
 ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct_empty,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct_empty,
     ("_codecs", "encode"): _latin1_encode,
 }
 
@@ -63,6 +99,8 @@ def load_batch(path: Path) -> tuple[np.ndarray, list[int]]:
     if not isinstance(entry, dict) or "data" not in entry or "labels" not in entry:
         raise pickle.UnpicklingError("not a CIFAR-10 batch: expected a dict with 'data' and 'labels'")
     data, labels = entry["data"], entry["labels"]
+    if isinstance(data, _FilledArray):
+        data = data.view(np.ndarray)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         shape = getattr(data, "shape", None)
         raise pickle.UnpicklingError(

@@ -122,6 +122,40 @@ def test_batch_files_with_the_wrong_content_are_named(data_copy, entry, message)
         load(data_copy)
 
 
+class ShapeWithoutBytes:
+    """numpy's reconstructor asked for a full-size array and never filled: today's 200 KB bomb that
+    became 200,000 blank images."""
+
+    def __init__(self, shape, state=None):
+        self.shape, self.state = shape, state
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct
+
+        return (_reconstruct, (np.ndarray, self.shape, b"B")) + ((self.state,) if self.state is not None else ())
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        # an array sized by the file's shape field, with no pixel bytes at all
+        (ShapeWithoutBytes((200_000, 3072)), r"refuses numpy _reconstruct\(ndarray, \(200000, 3072\)\)"),
+        # numpy's own layout (an empty array, then its state), but the state's shape has no bytes behind it
+        (ShapeWithoutBytes((0,), (1, (20_000, 3072), np.dtype("u1"), False, b"\x00")),
+         "needs 61,440,000 bytes of data, the file holds 1"),
+        # an object array of 2e8 entries: refused before numpy allocates its 1.6 GB of pointers
+        (ShapeWithoutBytes((0,), (1, (200_000_000,), np.dtype("O"), False, [])), "refuses an array of dtype"),
+        # more numbers than the format allows, even with the bytes there
+        (ShapeWithoutBytes((0,), (1, (60_001, 3072), np.dtype("u1"), False, b"\x00")), "the format holds at most"),
+    ],
+)
+def test_an_array_is_only_as_large_as_the_bytes_the_file_holds(data_copy, data, message):
+    batch_file(data_copy, "data_batch_1").write_bytes(pickle.dumps({"data": data, "labels": [0]}, protocol=2))
+    assert batch_file(data_copy, "data_batch_1").stat().st_size < 1000
+    with pytest.raises(DataError, match=f"data_batch_1 is not a valid batch file: .*{message}"):
+        load(data_copy)
+
+
 # -- checkpoints -------------------------------------------------------------------------------
 
 
