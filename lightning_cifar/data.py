@@ -28,7 +28,7 @@ from torchvision.datasets.utils import check_integrity
 from lightning_cifar import safe_pickle
 from lightning_cifar.augment import get_augmentation
 from lightning_cifar.errors import DataError
-from lightning_cifar.image_folder import load_image_folder
+from lightning_cifar.image_folder import MAX_IMAGE_PIXELS, load_image_folder
 
 # The official label_names of batches.meta, for when the dataset is not loaded (predicting a folder).
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -119,6 +119,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
         verify: bool = True,
         eval_batch_size: int = 1000,
         predict_dir: Optional[str] = None,
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
         """
         Args:
@@ -140,6 +141,8 @@ class CIFAR10DataModule(pl.LightningDataModule):
             predict_dir: a folder of PNG/JPEG images for ``predict`` (any size and
                 colour mode: converted to RGB, shorter side resized to 32 px, centre
                 cropped to 32x32); unset, ``predict`` classifies the CIFAR-10 test set.
+            max_image_pixels: ``predict_dir`` images with more pixels than this are skipped
+                unread (listed with the reason); the default, 100 megapixels, is far above any photo.
         """
         super().__init__()
         # Stored as a string: checkpoints keep these hparams and are read with
@@ -151,12 +154,14 @@ class CIFAR10DataModule(pl.LightningDataModule):
                 raise DataError(f"{name}={value}: must be a positive number of images")
         if num_workers < 0:
             raise DataError(f"num_workers={num_workers}: must be 0 or more")
+        if int(max_image_pixels) < 1:
+            raise DataError(f"max_image_pixels={max_image_pixels}: must be a positive number of pixels")
         self.augmentation = get_augmentation(augment)
         self.data_dir = Path(data_dir).expanduser()
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.val_split, self.num_workers, self.seed = val_split, num_workers, seed
         self.download, self.verify = download, verify
-        self.predict_dir = predict_dir
+        self.predict_dir, self.max_image_pixels = predict_dir, int(max_image_pixels)
         self.classes: list[str] = list(CIFAR10_CLASSES)
         self.predict_files: list[str] = []
         self.predict_skipped: list[tuple[str, str]] = []
@@ -250,7 +255,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
             self.val_set = TensorImages(images[val_idx], labels[val_idx]) if n_val else None
         if stage == "predict" and self.predict_dir is not None:
             if self.predict_set is None:
-                found = load_image_folder(Path(self.predict_dir))
+                found = load_image_folder(Path(self.predict_dir), self.max_image_pixels)
                 unlabelled = torch.full((len(found.files),), -1, dtype=torch.long)
                 self.predict_set = TensorImages(found.images, unlabelled)
                 self.predict_files, self.predict_skipped = found.files, found.skipped

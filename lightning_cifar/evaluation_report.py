@@ -17,6 +17,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torchmetrics.functional.classification import multiclass_calibration_error, multiclass_confusion_matrix
 
+from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.files import atomic_write_bytes, atomic_write_csv
 
 
@@ -193,6 +194,11 @@ class ClassificationReport(pl.Callback):
             mistakes: how many of the most confidently wrong test images to show.
             calibration_bins: confidence bins for the expected calibration error and reliability diagram.
         """
+        # Checked here, when the command line is parsed, not after the whole test set has run.
+        if isinstance(mistakes, bool) or not isinstance(mistakes, int) or mistakes < 0:
+            raise LightningCifarError(f"report.mistakes={mistakes!r}: must be 0 or a positive number of images")
+        if isinstance(calibration_bins, bool) or not isinstance(calibration_bins, int) or calibration_bins < 1:
+            raise LightningCifarError(f"report.calibration_bins={calibration_bins!r}: must be a positive number of bins")
         self.enabled, self.mistakes, self.bins = enabled, mistakes, calibration_bins
         self._probs: list[Tensor] = []
         self._targets: list[Tensor] = []
@@ -216,31 +222,37 @@ class ClassificationReport(pl.Callback):
             return
         results = self._results(trainer)
         folder = Path(trainer.log_dir or trainer.default_root_dir) / "test_report"
-        figures = {
-            "confusion_matrix": confusion_figure(results),
-            "per_class_accuracy": per_class_figure(results),
-            "reliability_diagram": reliability_figure(results, self.bins),
-            "confident_mistakes": mistakes_figure(results, self.mistakes),
-        }
-        tensorboard = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
         step = trainer.global_step
-        for name, fig in figures.items():
-            if fig is None:
-                continue
-            if tensorboard is not None:
-                tensorboard.experiment.add_figure(f"test/{name}", fig, global_step=step, close=False)
-            atomic_write_bytes(folder / f"{name}.png", _png(fig))
+        # Numbers and tables first: a figure that fails cannot lose them.
         acc, ece = results.per_class_accuracy(), results.ece(self.bins)
         metrics = {"test/ece": ece, **{f"test/acc_class/{c}": float(a) for c, a in zip(results.classes, acc)}}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
-            logger.save()
         cm = results.confusion()
         atomic_write_csv(folder / "per_class.csv", [["class", "images", "correct", "accuracy"]] + [
             [c, int(cm[i].sum()), int(cm[i, i]), f"{float(acc[i]):.4f}"] for i, c in enumerate(results.classes)])
         atomic_write_csv(folder / "confusion_matrix.csv",
                          [["true \\ predicted", *results.classes]] +
                          [[c, *map(int, cm[i].tolist())] for i, c in enumerate(results.classes)])
+        import matplotlib
+
+        # Class names come from the data files: "$" in one must stay a dollar sign, not start TeX math.
+        with matplotlib.rc_context({"text.parse_math": False}):
+            figures = {
+                "confusion_matrix": confusion_figure(results),
+                "per_class_accuracy": per_class_figure(results),
+                "reliability_diagram": reliability_figure(results, self.bins),
+                "confident_mistakes": mistakes_figure(results, self.mistakes),
+            }
+            tensorboard = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+            for name, fig in figures.items():
+                if fig is None:
+                    continue
+                if tensorboard is not None:
+                    tensorboard.experiment.add_figure(f"test/{name}", fig, global_step=step, close=False)
+                atomic_write_bytes(folder / f"{name}.png", _png(fig))
+        for logger in trainer.loggers:
+            logger.save()
         table = "\n".join(f"  {c:<11} {float(a):7.2%}" for c, a in zip(results.classes, acc))
         rank_zero_info(f"per-class test accuracy:\n{table}\nexpected calibration error {ece:.4f}; report in {folder}")
 

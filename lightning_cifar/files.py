@@ -41,9 +41,32 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula ("=HYPERLINK(...)").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def printable(text: str) -> str:
+    """``text`` with bytes that were not valid UTF-8 (file names, read with surrogate escapes) as ``\\xff``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def spreadsheet_safe(cell: Any) -> Any:
+    """Text cells that a spreadsheet would read as a formula get a leading apostrophe, as OWASP advises
+    for CSV files; numbers (also negative ones written as text) stay as they are."""
+    if not isinstance(cell, str):
+        return cell
+    cell = printable(cell)
+    if cell.startswith(FORMULA_STARTS):
+        try:
+            float(cell)
+        except ValueError:
+            return "'" + cell
+    return cell
+
+
 def atomic_write_csv(path: Path, rows: Sequence[Sequence[Any]]) -> None:
     buffer = io.StringIO()
-    csv.writer(buffer).writerows(rows)
+    csv.writer(buffer).writerows([[spreadsheet_safe(cell) for cell in row] for row in rows])
     atomic_write_text(path, buffer.getvalue())
 
 

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
 
 from lightning_cifar.errors import DataError
+from lightning_cifar.files import printable
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 SIZE = 32
+# Images larger than this are skipped unread: 100 megapixels (10,000 x 10,000) is far above any photo one
+# would classify at 32x32, and decoding one takes 300 MB. A 76 KB PNG can claim 20,000 x 20,000 pixels.
+MAX_IMAGE_PIXELS = 100_000_000
 
 
 @dataclass
@@ -25,32 +31,59 @@ class FolderImages:
 
 
 def to_cifar_size(image: Tensor) -> Tensor:
-    """Shorter side to 32 pixels (antialiased), then the central 32x32: objects keep their proportions."""
-    image = F.resize(image, [SIZE], antialias=True)
-    return F.center_crop(image, [SIZE, SIZE])
+    """The central square (the shorter side), then 32x32 antialiased: objects keep their proportions, and
+    memory follows the output. (Resizing first made a 1 x 1,000,000 image 32 x 32,000,000 pixels.)"""
+    side = min(image.shape[-2:])
+    return F.resize(F.center_crop(image, [side, side]), [SIZE, SIZE], antialias=True)
 
 
-def load_image_folder(folder: Path) -> FolderImages:
-    """Every PNG/JPEG under ``folder`` (sorted, subfolders included), RGB, 32x32; unreadable ones skipped."""
+def as_uint8(image: Tensor) -> Tensor:
+    """Scaled by the range of its dtype: a 16-bit PNG decodes as uint16 (0..65535)."""
+    return image if image.dtype == torch.uint8 else F.to_dtype(image, torch.uint8, scale=True)
+
+
+def pixel_count(path: Path) -> int:
+    """Width x height from the file's header, without decoding it (PIL reads headers lazily)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit decides, below
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except Image.DecompressionBombError as exc:  # PIL refuses to open it at all; its message has the size
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            return int(found.group(1)) if found else 2 * (Image.MAX_IMAGE_PIXELS or 0) + 1
+    return width * height
+
+
+def load_image_folder(folder: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> FolderImages:
+    """Every PNG/JPEG under ``folder`` (sorted, subfolders included), RGB, 32x32; unreadable ones and
+    ones over ``max_pixels`` skipped (with the reason), the others still read."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise DataError(f"predict_dir={str(folder)!r} is not a folder; pass a folder of .png / .jpg images")
     paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
     images, files, skipped = [], [], []
     for path in paths:
-        name = path.relative_to(folder).as_posix()
+        name = printable(path.relative_to(folder).as_posix())  # a name that is not UTF-8 is shown escaped
         try:
+            pixels = pixel_count(path)
+            if pixels > max_pixels:
+                skipped.append((name, f"{pixels:,} pixels, over the limit of {max_pixels:,}"
+                                      " (--data.max_image_pixels)"))
+                continue
             # RGB mode drops alpha and expands greyscale and palette images to three channels.
-            image = decode_image(str(path), mode=ImageReadMode.RGB)
-        except (RuntimeError, ValueError, OSError) as exc:
+            # Read by Python, decoded from memory: torchvision's own reader refuses names that are not UTF-8.
+            encoded = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+            image = decode_image(encoded, mode=ImageReadMode.RGB)
+        except (RuntimeError, ValueError, OSError, SyntaxError) as exc:  # PIL reports bad headers as SyntaxError
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             # torchvision prefixes its C++ source location: "decode_image, .../decode_image.cpp:61, Unsupported..."
             reason = re.sub(r"^.*\.cpp:\d+,\s*", "", text)
             skipped.append((name, reason))
             continue
-        images.append(to_cifar_size(image))
+        images.append(to_cifar_size(as_uint8(image)))
         files.append(name)
     if not images:
-        found = f"{len(skipped)} unreadable" if skipped else "none"
+        found = f"{len(skipped)} skipped: {skipped[0][0]}: {skipped[0][1]}" if skipped else "none"
         raise DataError(f"no readable PNG/JPEG images in {folder} ({found}); allowed suffixes: {', '.join(SUFFIXES)}")
     return FolderImages(torch.stack(images), files, skipped)

@@ -1,0 +1,148 @@
+"""Round two of hostile input (docs/reliability.md, cases 56 on): size bombs, odd images and names,
+formula cells, class names, and values that used to end in a traceback."""
+
+import csv
+import os
+import pickle
+import resource
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cifar_files import CLASSES, write_tiny_cifar
+from conftest import SMALL_NET, TINY_DATA_ARGS, fit_in_process, one_line_error
+from image_files import write_png16, write_png_claiming
+from lightning_cifar.image_folder import load_image_folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_cifar):
+    cwd = tmp_path_factory.mktemp("trained")
+    data = [f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--trainer.precision=32-true"]
+    fit_in_process(["fit", *data, *SMALL_NET, "--trainer.max_epochs=1"], cwd)
+    return cwd, data, cwd / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+
+
+def predict_rows(cli, cwd, ckpt, folder, *extra):
+    out = cwd / "predicted"
+    result = cli(["predict", f"--data.data_dir={cwd / 'no_data'}", "--data.download=false", *SMALL_NET,
+                  "--trainer.precision=32-true", f"--ckpt_path={ckpt}", f"--data.predict_dir={folder}",
+                  f"--predictions.output_dir={out}", *extra], cwd)
+    with open(out / "predictions.csv", newline="") as f:
+        return {r["file"]: r for r in csv.DictReader(f)}, result.stdout + result.stderr
+
+
+def peak_rss_growth(fn):
+    """How far ``fn`` raised this process's peak resident memory, in bytes (0 if it stayed under the old peak)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024  # ru_maxrss is in KiB on Linux
+
+
+# -- predict: size bombs and 16-bit images -------------------------------------------------------
+
+
+def test_an_image_over_the_pixel_limit_is_skipped_unread_and_the_rest_predicted(trained, tmp_path, cli):
+    cwd, _, ckpt = trained
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (40, 30), "red").save(folder / "photo.png")
+    Image.new("RGB", (100, 100), "blue").save(folder / "big.png")
+    write_png_claiming(folder / "bomb.png", 20_000, 20_000)  # a few hundred bytes claiming 1.2 GB
+    assert (folder / "bomb.png").stat().st_size < 2000
+    rows, output = predict_rows(cli, cwd, ckpt, folder, "--data.max_image_pixels=5000")
+    assert rows["photo.png"]["pred_class"] in CLASSES and rows["photo.png"]["error"] == ""
+    assert rows["big.png"]["error"] == "10,000 pixels, over the limit of 5,000 (--data.max_image_pixels)"
+    assert rows["bomb.png"]["error"].startswith("400,000,000 pixels, over the limit")
+    assert "wrote 1 predictions (2 files skipped)" in output
+    # The default limit (100 megapixels) also skips the bomb without decoding it.
+    found = load_image_folder(folder)
+    assert found.files == ["big.png", "photo.png"] and found.skipped[0][0] == "bomb.png"
+
+
+def test_memory_follows_the_output_not_the_input(tmp_path):
+    """A 1 x 1,000,000 PNG (3 KB) used to be resized to 32 x 32,000,000 before cropping: 5.6 GB."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (1_000_000, 1), "green").save(folder / "line.png")
+    assert (folder / "line.png").stat().st_size < 10_000
+    found = []
+    grew = peak_rss_growth(lambda: found.append(load_image_folder(folder)))
+    assert found[0].images.shape == (1, 3, 32, 32) and found[0].images[0, 1].float().mean() > 100  # green
+    assert grew < 300 * 2**20, f"peak memory grew by {grew / 2**20:.0f} MiB"
+
+
+def test_a_16_bit_png_is_scaled_like_its_8_bit_twin(trained, tmp_path, cli):
+    cwd, _, ckpt = trained
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rgb8 = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(rgb8).save(folder / "eight.png")
+    write_png16(folder / "sixteen.png", rgb8.astype(np.uint16) * 257)  # the same colours, 16 bits each
+    found = load_image_folder(folder)
+    assert found.images.dtype == torch.uint8 and torch.equal(found.images[0], found.images[1])
+    rows, _ = predict_rows(cli, cwd, ckpt, folder)  # side by side in one batch: they used not to stack
+    assert rows["eight.png"]["top3"] == rows["sixteen.png"]["top3"] and rows["sixteen.png"]["error"] == ""
+
+
+# -- names that are not UTF-8, or that a spreadsheet would run ----------------------------------------
+
+
+def test_a_file_name_that_is_not_utf8_is_written_escaped(trained, tmp_path, cli):
+    cwd, _, ckpt = trained
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (32, 32), "red").save(os.path.join(os.fsencode(folder), b"caf\xe9.png"))
+    Image.new("RGB", (32, 32), "blue").save(folder / "plain.png")
+    rows, _ = predict_rows(cli, cwd, ckpt, folder)
+    assert sorted(rows) == ["caf\\xe9.png", "plain.png"] and all(r["pred_class"] in CLASSES for r in rows.values())
+
+
+def test_cells_a_spreadsheet_would_run_are_neutralised(trained, tmp_path, cli):
+    cwd, _, ckpt = trained
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("=HYPERLINK(1).png", "+1.png", "-2.png", "@SUM(1).png", "ok.png"):
+        Image.new("RGB", (32, 32), "red").save(folder / name)
+    rows, _ = predict_rows(cli, cwd, ckpt, folder)
+    assert sorted(rows) == sorted(["'=HYPERLINK(1).png", "'+1.png", "'-2.png", "'@SUM(1).png", "ok.png"])
+
+
+@pytest.fixture(scope="module")
+def hostile_class_names(tmp_path_factory):
+    """The tiny data set with class names that are TeX to matplotlib and formulas to a spreadsheet."""
+    root = write_tiny_cifar(tmp_path_factory.mktemp("hostile_names"))
+    names = ["$x^2$ costs $5", "=1+1", "@cmd", *CLASSES[3:]]
+    with open(root / "cifar-10-batches-py" / "batches.meta", "wb") as f:
+        pickle.dump({"num_cases_per_batch": 40, "label_names": names, "num_vis": 3072}, f, protocol=2)
+    return root, names
+
+
+def test_class_names_are_plain_text_in_the_report(hostile_class_names, tmp_path, cli):
+    root, names = hostile_class_names
+    data = [f"--data.data_dir={root}", *TINY_DATA_ARGS, "--trainer.precision=32-true", *SMALL_NET]
+    cli(["fit", *data, "--trainer.max_epochs=1"], tmp_path)
+    cli(["test", *data, "--ckpt_path=last"], tmp_path)
+    folder = tmp_path / "lightning_logs" / "version_1" / "test_report"
+    for name in ("confusion_matrix.png", "per_class_accuracy.png", "reliability_diagram.png"):
+        assert (folder / name).stat().st_size > 10_000
+    with open(folder / "per_class.csv", newline="") as f:
+        shown = [row["class"] for row in csv.DictReader(f)]
+    assert shown == ["$x^2$ costs $5", "'=1+1", "'@cmd", *CLASSES[3:]]
+
+
+# -- values that used to end in a traceback ------------------------------------------------------
+
+
+@pytest.mark.parametrize("option, message", [
+    ("--report.calibration_bins=0", "report.calibration_bins=0: must be a positive number of bins"),
+    ("--report.mistakes=-5", "report.mistakes=-5: must be 0 or a positive number of images"),
+])
+def test_report_settings_are_checked_before_the_test_runs(trained, tmp_path, cli, option, message):
+    _, data, ckpt = trained
+    result = cli(["test", *data, *SMALL_NET, f"--ckpt_path={ckpt}", option], tmp_path, check=False)
+    assert message in one_line_error(result)
+    assert not (tmp_path / "lightning_logs").exists() or not any((tmp_path / "lightning_logs").rglob("events.*"))
