@@ -65,6 +65,8 @@ def read_checkpoint(path: str, label: Optional[str] = None) -> dict[str, Any]:
     hold one. The tensors are memory-mapped, not read.
     """
     label = label or f"checkpoint {path}"
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise LightningCifarError(f"{label}: the file is empty (0 bytes), not a checkpoint")
     try:
         try:
             # mmap: the check unpickles the structure without reading every tensor a second time.
@@ -74,15 +76,17 @@ def read_checkpoint(path: str, label: Optional[str] = None) -> dict[str, Any]:
                 raise
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # a pre-zipfile checkpoint
     except Exception as exc:
-        text = str(exc)
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        reason = f"it holds {found.group(1)}" if found else text.strip().splitlines()[-1 if text.strip() else 0]
-        raise LightningCifarError(
-            f"{label}: refused by weights_only loading ({reason}); a checkpoint that holds more than"
-            " tensors and plain data can run code when loaded. Only if you trust the file, pass --weights_only=false"
-        ) from exc
+        raise LightningCifarError(f"{label}: {refusal_reason(exc)}") from exc
     if not isinstance(checkpoint, dict):
         raise LightningCifarError(f"{label}: not a Lightning checkpoint (holds a {type(checkpoint).__name__})")
+    if "state_dict" not in checkpoint:
+        if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+            raise LightningCifarError(
+                f"{label}: a bare state_dict (weights only, no hyperparameters), not a Lightning checkpoint;"
+                " load it in Python with Classifier(...).load_state_dict(torch.load(path)) and save the model"
+                " with a Trainer, or pass a .ckpt written by lightning-cifar fit")
+        raise LightningCifarError(f"{label}: not a Lightning checkpoint (no state_dict; it holds"
+                                  f" {', '.join(map(str, list(checkpoint)[:5])) or 'nothing'})")
     named = [hit for section in (MODEL_HPARAMS, DATA_HPARAMS) for hit in class_paths(checkpoint.get(section), section)]
     if named:
         raise LightningCifarError(
@@ -90,6 +94,18 @@ def read_checkpoint(path: str, label: Optional[str] = None) -> dict[str, Any]:
             " when the checkpoint is loaded; lightning-cifar never writes one"
         )
     return checkpoint
+
+
+def refusal_reason(exc: Exception) -> str:
+    """Why torch.load refused a file, in one line: the global it would have run, or what was wrong."""
+    text = str(exc)
+    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", text)
+    if found:
+        return (f"refused: it holds {found.group(1)}, which is not plain data and could run code when loaded;"
+                " lightning-cifar loads only checkpoints of tensors and plain data. If you trust the file,"
+                " load it in Python with torch.load(path, weights_only=False) and save its weights again")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"not a readable checkpoint ({lines[-1] if lines else type(exc).__name__})"
 
 
 def check_checkpoint(path: str, trusted: bool) -> Optional[dict[str, Any]]:

@@ -12,6 +12,8 @@ from lightning_cifar.errors import LightningCifarError
 
 def read_yaml(path: str | Path, what: str = "config", error: type[LightningCifarError] = LightningCifarError) -> Any:
     path = Path(path)
+    if path.is_dir():
+        raise error(f"{what} {path} is a folder; pass a YAML file")
     if not path.is_file():
         raise error(f"{what} {path} does not exist")
     try:
@@ -60,5 +62,12 @@ def check_cli_config_files(argv: Sequence[str]) -> None:
             continue
         if path.lstrip().startswith(("{", "-")) or "\n" in path:
             continue  # inline YAML/JSON, or a missing value: jsonargparse reports those itself
-        for key in _dotted_keys(read_yaml(path)):
+        config = read_yaml(path)
+        if config is None:
+            raise LightningCifarError(f"config {path} is empty; a config file maps options to values,"
+                                      " e.g. 'trainer: {max_epochs: 5}' (lightning-cifar fit --print_config shows all)")
+        if not isinstance(config, dict):
+            raise LightningCifarError(f"config {path} holds a {type(config).__name__}, not a mapping of options to values,"
+                                      " e.g. 'trainer: {max_epochs: 5}' (lightning-cifar fit --print_config shows all)")
+        for key in _dotted_keys(config):
             _moved(key, path)

@@ -69,6 +69,8 @@ def output_path(ckpt_path: str, fmt: str, output: Optional[str], overwrite: bool
             raise LightningCifarError(
                 f"--output={output} is the checkpoint being exported; choose another file name"
             )
+    if path.is_dir():
+        raise LightningCifarError(f"--output={path} is a folder; give the file to write, e.g. --output={path / ckpt.with_suffix(FORMATS[fmt]).name}")
     if path.exists() and not overwrite:
         raise LightningCifarError(f"{path} already exists; pass --overwrite to replace it, or choose --output")
     return path
@@ -87,14 +89,17 @@ def export(ckpt_path: str, fmt: str, output: Path) -> Path:
     example = torch.rand(2, 3, 32, 32)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")
-    with torch.no_grad():
-        if fmt == "torchscript":
-            torch.jit.save(torch.jit.trace(net, example), str(tmp))
-        else:
-            batch = torch.export.Dim("batch", min=1)
-            torch.onnx.export(net, (example,), str(tmp), input_names=["images"], output_names=["logits"],
-                              dynamic_shapes={"images": {0: batch}}, dynamo=True, external_data=False)
-    tmp.replace(output)  # a failed export never leaves a file under the final name
+    try:
+        with torch.no_grad():
+            if fmt == "torchscript":
+                torch.jit.save(torch.jit.trace(net, example), str(tmp))
+            else:
+                batch = torch.export.Dim("batch", min=1)
+                torch.onnx.export(net, (example,), str(tmp), input_names=["images"], output_names=["logits"],
+                                  dynamic_shapes={"images": {0: batch}}, dynamo=True, external_data=False)
+        tmp.replace(output)  # a failed export never leaves a file under the final name
+    finally:
+        tmp.unlink(missing_ok=True)  # nor a temporary one beside it
     return output
 
 

@@ -122,6 +122,12 @@ class Classifier(pl.LightningModule):
             raise LightningCifarError(f"warmup={warmup}: must be a fraction in [0, 1)")
         if not 0.0 <= label_smoothing < 1.0:
             raise LightningCifarError(f"label_smoothing={label_smoothing}: must be in [0, 1)")
+        if not 0.0 <= momentum < 1.0:
+            raise LightningCifarError(f"momentum={momentum}: must be in [0, 1)")
+        if weight_decay < 0:
+            raise LightningCifarError(f"weight_decay={weight_decay}: must be 0 or more")
+        if eps <= 0:
+            raise LightningCifarError(f"eps={eps}: must be > 0")
         self.input_norm = Standardize(normalize)
         self.backbone = registry.create(backbone, num_classes=num_classes, **(backbone_kwargs or {}))
         if init == "keras":
@@ -272,3 +278,31 @@ class Classifier(pl.LightningModule):
             )
         schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(hp.scheduler, int(total), hp.warmup))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def check_weights_fit(checkpoint: dict[str, Any], label: str) -> None:
+    """Refuse, in one line, a checkpoint whose weights do not fit the network its hyperparameters describe
+    (an altered file, or one written by another program), before Lightning fails on it with a page of
+    size mismatches. The network is built on the meta device: shapes only, no memory."""
+    hparams = checkpoint.get(MODEL_HPARAMS) or {}
+    weights = {k[len("backbone."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("backbone.")}
+    try:
+        with torch.device("meta"):
+            expected = registry.create(hparams.get("backbone", "cnn_base"), num_classes=hparams.get("num_classes", 10),
+                                       check=False, **(hparams.get("backbone_kwargs") or {})).state_dict()
+    except LightningCifarError:
+        return  # an unknown or broken backbone is reported where the model is built, in its own words
+    described = f"{hparams.get('backbone', 'cnn_base')} {hparams.get('backbone_kwargs') or {}}"
+    missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    wrong = [k for k in sorted(set(expected) & set(weights)) if tuple(expected[k].shape) != tuple(weights[k].shape)]
+    if wrong:
+        k = wrong[0]
+        shape = lambda t: "x".join(map(str, t.shape)) or "scalar"  # noqa: E731
+        problem = f"backbone.{k} is {shape(weights[k])} in the file, {shape(expected[k])} in {described}"
+    elif missing or extra:
+        problem = (f"missing backbone.{missing[0]}" if missing else f"unexpected backbone.{extra[0]}") + f" for {described}"
+    else:
+        return
+    raise LightningCifarError(f"{label}: its weights do not fit the network its hyperparameters describe ({problem});"
+                              " the file was altered or written by another program")
+

@@ -11,10 +11,13 @@ import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pytorch_lightning as pl
 import torch
 from jsonargparse import DefaultHelpFormatter, Namespace
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins.io import CheckpointIO
@@ -26,7 +29,7 @@ from lightning_cifar.cli import DEBUG_ENV, PROG
 from lightning_cifar.data import CIFAR10DataModule
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.evaluation_report import ClassificationReport
-from lightning_cifar.model import Classifier, checkpoint_normalize
+from lightning_cifar.model import Classifier, check_weights_fit, checkpoint_normalize
 from lightning_cifar.run_folders import CHECKPOINT_FILENAME, LOG_DIR_NAME, MONITOR, find_checkpoint
 
 # Checkpoint aliases Lightning itself understands; left to it.
@@ -123,6 +126,15 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def trainer_refusal(trainer: dict[str, Any], exc: Exception) -> str:
+    """Lightning's refusal of the trainer settings, in one line that names the setting."""
+    accelerator = str(trainer.get("accelerator") or "auto")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        return (f"--trainer.accelerator={accelerator}: this machine has no GPU that PyTorch can use"
+                " (torch.cuda.is_available() is False); use --trainer.accelerator=cpu or auto")
+    return f"the trainer settings were refused by Lightning: {' '.join(str(exc).split())}"
+
+
 class CifarCLI(LightningCLI):
     """LightningCLI with our callbacks, checkpoint checks and checkpoint aliases.
 
@@ -166,9 +178,14 @@ class CifarCLI(LightningCLI):
                     " pass the path of a .ckpt file"
                 )
         path = config.get("ckpt_path")
+        if isinstance(path, str) and path.startswith("file://"):
+            # A local file as a URL: checked and loaded as the local path it names, like any other.
+            config["ckpt_path"] = path = url2pathname(urlparse(path).path)
         if path in (None, "last", "best", *LIGHTNING_ALIASES):
             return
         checkpoint = check_checkpoint(str(path), trusted=config.get("weights_only") is False)
+        if checkpoint is not None:
+            check_weights_fit(checkpoint, f"--ckpt_path={path}")
         legacy = checkpoint_normalize(checkpoint, f"--ckpt_path={path}") if checkpoint is not None else None
         if legacy is not None:
             config["model"]["normalize"] = legacy
@@ -192,7 +209,10 @@ class CifarCLI(LightningCLI):
         if trainer.get("deterministic") and trainer.get("benchmark"):
             # cudnn autotuning (our default) picks algorithms by timing, which defeats determinism.
             extra["benchmark"] = False
-        return super().instantiate_trainer(**{**extra, **kwargs})
+        try:
+            return super().instantiate_trainer(**{**extra, **kwargs})
+        except MisconfigurationException as exc:
+            raise LightningCifarError(trainer_refusal(trainer, exc)) from exc
 
     def before_fit(self) -> None:
         check_output_dirs(self.trainer, self.model, fitting=True)

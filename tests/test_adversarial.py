@@ -146,3 +146,93 @@ def test_report_settings_are_checked_before_the_test_runs(trained, tmp_path, cli
     result = cli(["test", *data, *SMALL_NET, f"--ckpt_path={ckpt}", option], tmp_path, check=False)
     assert message in one_line_error(result)
     assert not (tmp_path / "lightning_logs").exists() or not any((tmp_path / "lightning_logs").rglob("events.*"))
+
+
+@pytest.mark.parametrize("option, message", [
+    ("--model.momentum=-1", "momentum=-1.0: must be in [0, 1)"),
+    ("--model.weight_decay=-1", "weight_decay=-1.0: must be 0 or more"),
+    ("--model.eps=0", "eps=0.0: must be > 0"),
+])
+def test_optimizer_settings_out_of_range_are_one_line(trained, tmp_path, cli, option, message):
+    _, data, _ = trained
+    assert message in one_line_error(cli(["fit", *data, *SMALL_NET, option], tmp_path, check=False))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_a_gpu_on_a_machine_without_one_is_one_line(trained, tmp_path, cli):
+    _, data, _ = trained
+    line = one_line_error(cli(["fit", *data, *SMALL_NET, "--trainer.accelerator=gpu"], tmp_path, check=False))
+    assert "--trainer.accelerator=gpu: this machine has no GPU" in line and "--trainer.accelerator=cpu" in line
+
+
+@pytest.fixture
+def odd_checkpoints(trained, tmp_path):
+    _, _, ckpt = trained
+    good = torch.load(ckpt, weights_only=True)
+    torch.save(good["state_dict"], tmp_path / "weights.pt")
+    altered = {**good, "state_dict": {k: (v[:1] if v.ndim else v) for k, v in good["state_dict"].items()}}
+    torch.save(altered, tmp_path / "altered.ckpt")
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    torch.save({"state_dict": {}, "evil": SystemCall(str(tmp_path / "pwned"))}, tmp_path / "system.ckpt")
+    return tmp_path
+
+
+class SystemCall:
+    """Unpickling this calls os.system (posix.system): the marker file appears if it ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("weights.pt", "weights.pt: a bare state_dict (weights only, no hyperparameters), not a Lightning checkpoint"),
+    ("altered.ckpt", "altered.ckpt: its weights do not fit the network its hyperparameters describe"
+                     " (backbone.features.0.weight is 1x3x5x5 in the file, 8x3x5x5 in convpool"),
+    ("empty.ckpt", "empty.ckpt: the file is empty (0 bytes), not a checkpoint"),
+    ("system.ckpt", "system.ckpt: refused: it holds posix.system, which is not plain data"),
+])
+@pytest.mark.parametrize("command", ["test", "export"])
+def test_checkpoints_that_are_not_ours_are_one_line(trained, odd_checkpoints, cli, name, message, command):
+    _, data, _ = trained
+    if command == "export" and name == "altered.ckpt":
+        pytest.skip("export loads the weights into the network the file describes: Lightning's own message")
+    args = [command, *(data if command == "test" else []), f"--ckpt_path={odd_checkpoints / name}"]
+    line = one_line_error(cli(args, odd_checkpoints, check=False))
+    assert message in line and "--weights_only=false" not in line  # advice that export does not take
+    assert not (odd_checkpoints / "pwned").exists()
+
+
+def test_a_file_url_is_the_local_file_it_names(trained, tmp_path, cli):
+    _, data, ckpt = trained
+    tested = cli(["test", *data, *SMALL_NET, f"--ckpt_path={ckpt.as_uri()}"], tmp_path)
+    assert "test/acc" in tested.stdout
+    by_path = cli(["test", *data, *SMALL_NET, f"--ckpt_path={ckpt}"], tmp_path)
+    accuracy = lambda out: [line.split()[-1] for line in out.splitlines() if "test/acc" in line]  # noqa: E731
+    assert accuracy(tested.stdout) == accuracy(by_path.stdout)
+
+
+def test_export_to_a_folder_is_refused_and_leaves_nothing(trained, tmp_path, cli):
+    _, _, ckpt = trained
+    (tmp_path / "out").mkdir()
+    result = cli(["export", f"--ckpt_path={ckpt}", "--format=torchscript", f"--output={tmp_path / 'out'}",
+                  "--overwrite"], tmp_path, check=False)
+    assert "is a folder; give the file to write" in one_line_error(result)
+    assert list((tmp_path / "out").iterdir()) == [] and not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "is empty; a config file maps options to values"),
+    ("- max_epochs\n", "holds a list, not a mapping of options to values"),
+    (None, "is a folder; pass a YAML file"),
+])
+def test_config_files_that_are_not_a_mapping_name_the_file(tmp_path, cli, content, message):
+    path = tmp_path / "my.yaml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_text(content)
+    line = one_line_error(cli(["fit", "-c", str(path)], tmp_path, check=False))
+    assert f"config {path} {message}" in line
