@@ -98,7 +98,8 @@ class BackboneEntry:
             return self.factory
         try:
             factory = EntryPoint(self.name, self.target, GROUP).load()
-        except Exception as exc:  # a plugin may fail in any way at import time
+        # A plugin may fail in any way at import time, sys.exit() included; Ctrl-C stays the user's.
+        except (Exception, SystemExit) as exc:
             raise BackboneLoadError(f"{self.origin} failed to import: {type(exc).__name__}: {exc}") from exc
         if not callable(factory):
             raise BackboneLoadError(f"{self.origin} is not callable (got {type(factory).__name__})")
@@ -263,7 +264,7 @@ def create(name: str, num_classes: int = 10, check: bool = True, **kwargs: Any) 
         module = factory(num_classes=num_classes, **kwargs)
     except LightningCifarError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise BackboneLoadError(f"{entry.origin} failed to build: {type(exc).__name__}: {exc}") from exc
     if not isinstance(module, nn.Module):
         raise BackboneLoadError(f"{entry.origin} returned {type(module).__name__}, not a torch.nn.Module")
@@ -272,25 +273,44 @@ def create(name: str, num_classes: int = 10, check: bool = True, **kwargs: Any) 
     return module
 
 
+# The batch sizes the output check runs: two, so that an output whose shape depends on the batch size is caught.
+PROBE_BATCHES = (2, 3)
+
+
 def _check_output(entry: BackboneEntry, module: nn.Module, num_classes: int) -> None:
+    """Run the module in eval and in train mode on zero batches of two sizes, and check each output
+    is one row of ``num_classes`` logits per image. The module's state (batch-norm statistics, its
+    train/eval mode) and the random stream (dropout) are as they were afterwards."""
     was_training = module.training
-    module.eval()
+    buffers = [(b, b.clone()) for b in module.buffers()]  # a forward changes buffers only (batch-norm statistics)
     try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            for mode in ("eval", "train"):
+                module.train(mode == "train")
+                for n in PROBE_BATCHES:
+                    _check_batch(entry, module, num_classes, n, mode)
+    finally:
         with torch.no_grad():
-            out = module(torch.zeros(2, *INPUT_SHAPE))
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+        module.train(was_training)
+
+
+def _check_batch(entry: BackboneEntry, module: nn.Module, num_classes: int, n: int, mode: str) -> None:
+    try:
+        out = module(torch.zeros(n, *INPUT_SHAPE))
     except LightningCifarError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise BackboneLoadError(
-            f"{entry.origin} fails on a (2, 3, 32, 32) batch: {type(exc).__name__}: {exc}"
+            f"{entry.origin} fails on a ({n}, 3, 32, 32) batch in {mode} mode: {type(exc).__name__}: {exc}"
         ) from exc
-    finally:
-        module.train(was_training)
-    shape = tuple(getattr(out, "shape", ()))
-    if shape != (2, num_classes):
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+    if shape != (n, num_classes):
+        got = shape if shape is not None else type(out).__name__
         raise BackboneLoadError(
-            f"{entry.origin} maps a (2, 3, 32, 32) batch to {shape or type(out).__name__},"
-            f" expected (2, {num_classes})"
+            f"{entry.origin} maps a ({n}, 3, 32, 32) batch in {mode} mode to {got}, expected a tensor"
+            f" ({n}, {num_classes})"
         )
 
 

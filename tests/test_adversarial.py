@@ -236,3 +236,92 @@ def test_config_files_that_are_not_a_mapping_name_the_file(tmp_path, cli, conten
         path.write_text(content)
     line = one_line_error(cli(["fit", "-c", str(path)], tmp_path, check=False))
     assert f"config {path} {message}" in line
+
+
+# -- plugins ---------------------------------------------------------------------------------------
+
+EXITS_AT_IMPORT = "import sys\nsys.exit(3)\n"
+TUPLE_WHEN_TRAINING = """
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self, num_classes=10):
+            super().__init__()
+            self.body = nn.Sequential(nn.Flatten(), nn.Linear(3072, num_classes))
+
+        def forward(self, x):
+            logits = self.body(x)
+            return (logits, x.mean()) if self.training else logits  # an auxiliary output, in training only
+
+    def build(num_classes=10):
+        return Net(num_classes)
+"""
+SHAPE_FROM_BATCH_SIZE = """
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self, num_classes=10):
+            super().__init__()
+            self.body = nn.Sequential(nn.Flatten(), nn.Linear(3072, num_classes))
+
+        def forward(self, x):
+            return self.body(x)[:2]  # written for batches of two
+
+    def build(num_classes=10):
+        return Net(num_classes)
+"""
+
+
+@pytest.fixture
+def plugins(tmp_path, monkeypatch):
+    from cifar_files import make_distribution
+    from lightning_cifar import registry
+
+    site = tmp_path / "site"
+    monkeypatch.syspath_prepend(str(site))
+    make_distribution(site, "rude-plugins", {"exits_net": "exits_mod:build", "tuple_net": "tuple_mod:build",
+                                             "batch_two_net": "batch_two_mod:build"},
+                      {"exits_mod": EXITS_AT_IMPORT, "tuple_mod": TUPLE_WHEN_TRAINING,
+                       "batch_two_mod": SHAPE_FROM_BATCH_SIZE})
+    registry.refresh()
+    yield
+    monkeypatch.undo()
+    registry.refresh()
+
+
+def test_a_plugin_that_exits_at_import_breaks_only_itself(plugins, tmp_path, cli, trained):
+    listed = cli(["backbones"], tmp_path)
+    lines = {line.split()[0]: line for line in listed.stdout.splitlines()}
+    assert "BROKEN" in lines["exits_net"] and "SystemExit: 3" in lines["exits_net"]
+    assert "cnn_base" in lines and "mlp_seed" in lines  # the ones after it are listed too
+    _, data, _ = trained
+    line = one_line_error(cli(["fit", *data, "--model.backbone=exits_net"], tmp_path, check=False))
+    assert "backbone 'exits_net' (exits_mod:build, from rude-plugins 0.1) failed to import: SystemExit: 3" in line
+
+
+@pytest.mark.parametrize("name, message", [
+    ("tuple_net", "maps a (2, 3, 32, 32) batch in train mode to tuple, expected a tensor (2, 10)"),
+    ("batch_two_net", "maps a (3, 3, 32, 32) batch in eval mode to (2, 10), expected a tensor (3, 10)"),
+])
+def test_the_output_check_probes_train_mode_and_a_second_batch_size(plugins, name, message):
+    from lightning_cifar import registry
+    from lightning_cifar.errors import BackboneLoadError
+
+    with pytest.raises(BackboneLoadError) as err:
+        registry.create(name)
+    assert message in str(err.value)
+
+
+def test_the_output_check_leaves_the_module_and_the_random_stream_as_they_were():
+    from lightning_cifar import registry
+
+    torch.manual_seed(0)
+    checked = registry.create("cnn_base", dropout=0.3)
+    after_checked = torch.rand(3)
+    torch.manual_seed(0)
+    unchecked = registry.create("cnn_base", dropout=0.3, check=False)
+    after_unchecked = torch.rand(3)
+    assert torch.equal(after_checked, after_unchecked)  # dropout in the train-mode probe drew nothing
+    for (name, a), (_, b) in zip(checked.state_dict().items(), unchecked.state_dict().items()):
+        assert torch.equal(a, b), name  # batch-norm statistics untouched
+    assert checked.training

@@ -117,7 +117,7 @@ def test_a_broken_plugin_is_named_and_does_not_break_the_others(plugin_site, cap
         ("def build(num_classes=10):\n    return 42\n", "returned int, not a torch.nn.Module"),
         (
             "from torch import nn\ndef build(num_classes=10):\n    return nn.Sequential(nn.Flatten(), nn.Linear(3072, 3))\n",
-            r"to \(2, 3\), expected \(2, 10\)",
+            r"to \(2, 3\), expected a tensor \(2, 10\)",
         ),
         ("def build(num_classes=10):\n    raise RuntimeError('out of cheese')\n", "failed to build: RuntimeError: out of cheese"),
         ("build = 'not callable'\n", "is not callable"),
