@@ -261,6 +261,9 @@ class CIFAR10DataModule(pl.LightningDataModule):
                 self.predict_files, self.predict_skipped = found.files, found.skipped
         elif stage in (None, "test", "predict") and self.test_set is None:
             self.test_set = TensorImages(*self._load(train=False))
+            if len(self.test_set) == 0:  # Lightning would test nothing and exit 0 with no metrics
+                raise DataError(f"the test set in {self.folder} (test_batch) holds no images; nothing to"
+                                f" {getattr(stage, 'value', stage) or 'test'}")
         self._move_to_accelerator()
 
     def _move_to_accelerator(self) -> None:

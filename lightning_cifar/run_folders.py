@@ -1,8 +1,9 @@
 """Where runs keep their checkpoints, and which one ``--ckpt_path=last`` / ``best`` names.
 
-Every ``fit`` writes ``lightning_logs/version_N/checkpoints/``: ``last.ckpt`` (rewritten
-after every validation) and the best epochs by the monitored metric (one by default,
-``--checkpoint.save_top_k`` of them). ``best`` is decided by the score, never by age.
+Every ``fit`` writes ``lightning_logs/version_N/checkpoints/`` (``checkpoints/`` with
+``--trainer.logger=false``): ``last.ckpt`` (rewritten after every epoch) and the best epochs by
+the monitored metric (one by default, ``--checkpoint.save_top_k`` of them). ``last`` and ``best``
+come from the run that wrote a checkpoint most recently; ``best`` is decided by the score, never by age.
 """
 
 from __future__ import annotations
@@ -32,9 +33,20 @@ class Found:
 
 
 def run_checkpoint_dirs(root: Path) -> list[Path]:
-    """``root/lightning_logs/version_N/checkpoints`` folders, newest run (highest N) first."""
+    """Every run's checkpoint folder under ``root``, the run that wrote a checkpoint last first:
+    ``lightning_logs/version_N/checkpoints``, and ``checkpoints`` (a run with ``--trainer.logger=false``)."""
     runs = [d for d in (root / LOG_DIR_NAME).glob("version_*/checkpoints") if d.parent.name[8:].isdigit()]
-    return sorted(runs, key=lambda d: int(d.parent.name[8:]), reverse=True)
+    runs += [root / "checkpoints"]
+    newest = {d: max((p.stat().st_mtime_ns for p in d.glob("*.ckpt")), default=None) for d in runs if d.is_dir()}
+    written = [d for d, t in newest.items() if t is not None]
+    # Ties (copied folders, coarse clocks) go to the higher version number.
+    version = lambda d: int(d.parent.name[8:]) if d.parent.name.startswith("version_") else -1  # noqa: E731
+    return sorted(written, key=lambda d: (newest[d], version(d)), reverse=True)
+
+
+def describe_run(ckpt_dir: Path, root: Path) -> str:
+    where = ckpt_dir.relative_to(root) if ckpt_dir.is_relative_to(root) else ckpt_dir
+    return f"the run in {where.parent}" if ckpt_dir.parent != root else f"the run without a logger ({where})"
 
 
 def _callback_states(path: Path) -> list[dict[str, Any]]:
@@ -83,12 +95,13 @@ def best_in(ckpt_dir: Path) -> Optional[Found]:
 
 
 def find_checkpoint(alias: str, root: Path) -> Optional[Found]:
-    """The ``last`` or ``best`` checkpoint of the newest run under ``root/lightning_logs`` that has one."""
+    """The ``last`` or ``best`` checkpoint of the run under ``root`` that wrote a checkpoint last and has one."""
     for ckpt_dir in run_checkpoint_dirs(root):
         if alias == LAST_NAME and (ckpt_dir / f"{LAST_NAME}.ckpt").is_file():
-            return Found(ckpt_dir / f"{LAST_NAME}.ckpt", "the newest run's last checkpoint")
+            return Found(ckpt_dir / f"{LAST_NAME}.ckpt",
+                         f"last checkpoint of {describe_run(ckpt_dir, root)}, the newest run with checkpoints")
         if alias == "best":
             found = best_in(ckpt_dir)
             if found is not None:
-                return found
+                return Found(found.path, f"{found.why}; {describe_run(ckpt_dir, root)}, the newest run with one")
     return None

@@ -65,7 +65,16 @@ def _reconstruct_empty(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
     return np.ndarray.__new__(_FilledArray, (0,), np.uint8)
 
 
+def _empty_bytes(*args: Any) -> bytes:
+    # Protocol 2 writes b"" (the pixels of an empty array) as bytes(); bytes(10**12) would allocate a terabyte.
+    if args:
+        raise pickle.UnpicklingError(f"refuses bytes{args!r}: only an empty bytes() appears in batch files")
+    return b""
+
+
 ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct_empty,

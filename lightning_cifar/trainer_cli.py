@@ -6,7 +6,9 @@ built by :func:`make_cli`, so they get the same trainer defaults, callbacks and 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -21,11 +23,12 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins.io import CheckpointIO
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
 from lightning_cifar.callbacks import LatestCheckpoint, PredictionsCSV
 from lightning_cifar.checkpoint_io import AtomicCheckpointIO, check_checkpoint
 from lightning_cifar.cli import DEBUG_ENV, PROG
+from lightning_cifar.config_files import read_yaml
 from lightning_cifar.data import CIFAR10DataModule
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.evaluation_report import ClassificationReport
@@ -126,6 +129,42 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+# The run folder rank 0 claimed, for the processes Lightning starts for the other ranks (they inherit it).
+RUN_VERSION_ENV = "LIGHTNING_CIFAR_RUN_VERSION"
+
+
+def claim_version(folder: Path) -> int:
+    """The next ``version_N`` under ``folder``, created here: ``mkdir`` fails for all but one of several
+    processes that want the same N, so two runs started at the same moment never share a folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    taken = [int(d.name[8:]) for d in folder.glob("version_*") if d.name[8:].isdigit()]
+    version = max(taken, default=-1) + 1
+    while True:
+        try:
+            (folder / f"version_{version}").mkdir()
+            return version
+        except FileExistsError:
+            version += 1
+
+
+def default_logger(root: str) -> Any:
+    """Lightning's default logger (TensorBoard, ``ROOT/lightning_logs/version_N``), its folder claimed
+    atomically instead of found by listing, which two runs starting together both see as free."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    if "://" in root:
+        return True  # a remote folder: Lightning's own default
+    if rank_zero_only.rank == 0:
+        try:
+            version = claim_version(Path(root) / LOG_DIR_NAME)
+        except OSError:
+            return True  # unwritable: check_output_dirs says so in one line before anything runs
+        os.environ[RUN_VERSION_ENV] = str(version)
+    else:
+        version = int(os.environ.get(RUN_VERSION_ENV, "0"))
+    return TensorBoardLogger(save_dir=root, name=LOG_DIR_NAME, version=version)
+
+
 def trainer_refusal(trainer: dict[str, Any], exc: Exception) -> str:
     """Lightning's refusal of the trainer settings, in one line that names the setting."""
     accelerator = str(trainer.get("accelerator") or "auto")
@@ -133,6 +172,53 @@ def trainer_refusal(trainer: dict[str, Any], exc: Exception) -> str:
         return (f"--trainer.accelerator={accelerator}: this machine has no GPU that PyTorch can use"
                 " (torch.cuda.is_available() is False); use --trainer.accelerator=cpu or auto")
     return f"the trainer settings were refused by Lightning: {' '.join(str(exc).split())}"
+
+
+# Model settings that change how a network runs, not what it is or how it trains: given on the command
+# line, they win over a checkpoint's. Every other model setting comes from the checkpoint.
+RUNTIME_MODEL_KEYS = ("tta", "channels_last", "compile")
+
+
+def explicit_model_keys(args: Any, subcommand: str) -> set[str]:
+    """The ``model`` settings the user gave (on the command line or in a ``-c`` file), as opposed to defaults."""
+    words = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+    keys = set()
+    for i, word in enumerate(words):
+        if word.startswith("--model."):
+            keys.add(word[len("--model."):].split("=", 1)[0].split(".", 1)[0])
+        path = words[i + 1] if word in ("-c", "--config") and i + 1 < len(words) else (
+            word.split("=", 1)[1] if word.startswith("--config=") else None)
+        if path and Path(path).is_file():
+            loaded = read_yaml(path) or {}
+            section = loaded.get(subcommand, loaded) if isinstance(loaded, dict) else {}
+            model = section.get("model") if isinstance(section, dict) else None
+            keys.update(model if isinstance(model, dict) else ())
+    if isinstance(args, dict):
+        keys.update((args.get("model") or {}).keys())
+    return keys
+
+
+def _plain(value: Any) -> Any:
+    return value.as_dict() if isinstance(value, Namespace) else value
+
+
+def reconcile_model_settings(given: Any, stored: dict[str, Any], explicit: set[str], label: str) -> dict[str, Any]:
+    """A run from a checkpoint takes the checkpoint's model settings. One the user gave that differs is
+    refused (it would be silently replaced), except the runtime ones, which are honoured; the settings
+    the checkpoint changed are listed. Returns the runtime settings to put back over the checkpoint's."""
+    differs = {k: v for k, v in stored.items() if k in given and _plain(given[k]) != _plain(v)}
+    conflicts = sorted(k for k in differs if k in explicit and k not in RUNTIME_MODEL_KEYS)
+    if conflicts:
+        k = conflicts[0]
+        raise LightningCifarError(
+            f"{label}: --model.{k}={_plain(given[k])} differs from the checkpoint's {k}={_plain(stored[k])}; a run"
+            f" from a checkpoint keeps the checkpoint's model settings (only {', '.join(RUNTIME_MODEL_KEYS)} may"
+            " change): drop the option, or start a new fit")
+    taken = {k: v for k, v in differs.items() if k not in explicit}
+    if taken:
+        rank_zero_info(f"{label}: model settings from the checkpoint: "
+                       + ", ".join(f"{k}={_plain(v)}" for k, v in sorted(taken.items())))
+    return {k: _plain(given[k]) for k in explicit & set(RUNTIME_MODEL_KEYS) if k in given}
 
 
 class CifarCLI(LightningCLI):
@@ -174,7 +260,8 @@ class CifarCLI(LightningCLI):
                 config["ckpt_path"] = str(found.path)
             elif subcommand != "fit":  # fit with nothing to resume starts afresh, as in Lightning
                 raise LightningCifarError(
-                    f"--ckpt_path={alias}: no {alias} checkpoint under {root / LOG_DIR_NAME}/version_*/checkpoints;"
+                    f"--ckpt_path={alias}: no {alias} checkpoint under {root / LOG_DIR_NAME}/version_*/checkpoints"
+                    f" or {root / 'checkpoints'};"
                     " pass the path of a .ckpt file"
                 )
         path = config.get("ckpt_path")
@@ -192,6 +279,19 @@ class CifarCLI(LightningCLI):
             rank_zero_info(f"--ckpt_path={path} was written by lightning-cifar 0.1, which left standardising the"
                            f" images to the data module (its normalize={str(legacy).lower()}); the model takes that"
                            f" setting over: --model.normalize={str(legacy).lower()}")
+        if checkpoint is not None:
+            self._runtime_overrides = reconcile_model_settings(
+                config["model"], checkpoint.get("hyper_parameters") or {}, explicit_model_keys(args, subcommand),
+                f"--ckpt_path={path}")
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI replaces every model setting with the checkpoint's; the runtime ones the user
+        # gave (--model.tta=true to evaluate a checkpoint with test-time augmentation) are put back.
+        super()._parse_ckpt_path()
+        overrides = getattr(self, "_runtime_overrides", None)
+        if overrides and self.config.get("subcommand"):
+            for key, value in overrides.items():
+                self.config[self.config["subcommand"]]["model"][key] = value
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         # Everything through LightningCLI's public override point: our callbacks and the atomic
@@ -206,6 +306,8 @@ class CifarCLI(LightningCLI):
         plugins = _as_list(trainer.get("plugins"))
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             extra["plugins"] = [*plugins, AtomicCheckpointIO()]
+        if trainer.get("logger") in (None, True) and "logger" not in kwargs:
+            extra["logger"] = default_logger(str(trainer.get("default_root_dir") or os.getcwd()))
         if trainer.get("deterministic") and trainer.get("benchmark"):
             # cudnn autotuning (our default) picks algorithms by timing, which defeats determinism.
             extra["benchmark"] = False

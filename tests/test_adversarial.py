@@ -325,3 +325,83 @@ def test_the_output_check_leaves_the_module_and_the_random_stream_as_they_were()
     for (name, a), (_, b) in zip(checked.state_dict().items(), unchecked.state_dict().items()):
         assert torch.equal(a, b), name  # batch-norm statistics untouched
     assert checked.training
+
+
+# -- runs and files -----------------------------------------------------------------------------
+
+
+def test_runs_that_start_together_claim_different_folders(tmp_path):
+    import threading
+
+    from lightning_cifar.trainer_cli import claim_version
+
+    (tmp_path / "version_0").mkdir()  # an earlier run
+    start, claimed = threading.Barrier(8), []
+
+    def claim():
+        start.wait(timeout=30)
+        claimed.append(claim_version(tmp_path))
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert sorted(claimed) == list(range(1, 9))
+
+
+def test_two_fits_started_at_once_keep_separate_run_folders(tmp_path, tiny_cifar):
+    import subprocess
+    import sys
+    import time
+
+    from conftest import SUBPROCESS_TIMEOUT
+
+    # Both processes sleep until the same moment, then fit: the listing Lightning did put both in version_0.
+    at = time.time() + 8
+    code = ("import time, sys; from lightning_cifar.cli import main; time.sleep(max(0, float(sys.argv[1]) - time.time()));"
+            " main(sys.argv[2:])")
+    args = ["fit", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, *SMALL_NET, "--trainer.max_epochs=1"]
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(at), *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for _ in range(2)]
+    assert [p.wait(timeout=SUBPROCESS_TIMEOUT) for p in procs] == [0, 0]
+    runs = sorted(d.name for d in (tmp_path / "lightning_logs").iterdir())
+    assert runs == ["version_0", "version_1"]
+    for run in runs:
+        names = sorted(p.name for p in (tmp_path / "lightning_logs" / run / "checkpoints").iterdir())
+        assert "last.ckpt" in names and not any(n.startswith("last-v") for n in names)
+
+
+def test_last_and_best_find_a_run_without_a_logger(trained, tmp_path, cli):
+    _, data, _ = trained
+    cli(["fit", *data, *SMALL_NET, "--trainer.max_epochs=1"], tmp_path)  # an older run, logged
+    cli(["fit", *data, *SMALL_NET, "--trainer.max_epochs=2", "--trainer.logger=false"], tmp_path)
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    for alias in ("last", "best"):
+        result = cli(["test", *data, f"--ckpt_path={alias}"], tmp_path)
+        output = result.stdout + result.stderr
+        assert f"--ckpt_path={alias}: using checkpoints/" in output and "the run without a logger" in output
+
+
+def test_testing_an_empty_test_set_is_refused(tmp_path, trained, cli):
+    _, _, ckpt = trained
+    root = write_tiny_cifar(tmp_path / "data", test_size=0)
+    data = [f"--data.data_dir={root}", *TINY_DATA_ARGS, *SMALL_NET]
+    line = one_line_error(cli(["test", *data, f"--ckpt_path={ckpt}"], tmp_path, check=False))
+    assert "the test set in" in line and "holds no images; nothing to test" in line
+
+
+def test_model_settings_given_with_a_checkpoint(trained, tmp_path, cli):
+    """The checkpoint's settings are used and listed; a conflicting one is refused, not silently replaced;
+    runtime ones (tta) are honoured."""
+    _, data, ckpt = trained
+    base = ["test", *data, f"--ckpt_path={ckpt}"]  # no SMALL_NET: the architecture comes from the file
+    listed = cli(base, tmp_path)
+    assert "model settings from the checkpoint: backbone=convpool, backbone_kwargs=" in listed.stdout + listed.stderr
+    refused = cli([*base, "--model.lr=0.3"], tmp_path, check=False)
+    assert "--model.lr=0.3 differs from the checkpoint's lr=0.05" in one_line_error(refused)
+    refused = cli(["fit", *data, f"--ckpt_path={ckpt}", "--model.backbone=cnn_base"], tmp_path, check=False)
+    assert "--model.backbone=cnn_base differs from the checkpoint's backbone=convpool" in one_line_error(refused)
+    cli([*base, "--model.tta=true"], tmp_path)
+    runs = sorted((tmp_path / "lightning_logs").iterdir(), key=lambda d: int(d.name[8:]))
+    assert "tta: true" in (runs[-1] / "hparams.yaml").read_text()
