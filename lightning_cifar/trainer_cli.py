@@ -32,6 +32,7 @@ from lightning_cifar.config_files import read_yaml
 from lightning_cifar.data import CIFAR10DataModule
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.evaluation_report import ClassificationReport
+from lightning_cifar.memory_check import check_memory
 from lightning_cifar.model import Classifier, check_weights_fit, checkpoint_normalize
 from lightning_cifar.run_folders import CHECKPOINT_FILENAME, LOG_DIR_NAME, MONITOR, find_checkpoint
 
@@ -288,10 +289,17 @@ class CifarCLI(LightningCLI):
         # LightningCLI replaces every model setting with the checkpoint's; the runtime ones the user
         # gave (--model.tta=true to evaluate a checkpoint with test-time augmentation) are put back.
         super()._parse_ckpt_path()
-        overrides = getattr(self, "_runtime_overrides", None)
-        if overrides and self.config.get("subcommand"):
-            for key, value in overrides.items():
-                self.config[self.config["subcommand"]]["model"][key] = value
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        for key, value in (getattr(self, "_runtime_overrides", None) or {}).items():
+            config["model"][key] = value
+        # Here, with the model settings final (the checkpoint's applied) and nothing built yet.
+        if config.get("check_memory", True):
+            training = subcommand == "fit"
+            check_memory(_plain(config["model"]), config["data"]["batch_size" if training else "eval_batch_size"],
+                         training, str(config["trainer"].get("accelerator") or "auto"))
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         # Everything through LightningCLI's public override point: our callbacks and the atomic
@@ -326,6 +334,9 @@ class CifarCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_argument("--check_memory", type=bool, default=True,
+                            help="refuse a network that cannot fit in memory, estimated before it is built"
+                                 " (lightning_cifar/memory_check.py); false skips the estimate")
         for key, callback in CALLBACK_GROUPS.items():
             parser.add_class_arguments(callback, key, fail_untyped=False, sub_configs=True)
         parser.set_defaults(CHECKPOINT_DEFAULTS)

@@ -207,9 +207,10 @@ def test_checkpoints_that_are_not_ours_are_one_line(trained, odd_checkpoints, cl
 
 def test_a_file_url_is_the_local_file_it_names(trained, tmp_path, cli):
     _, data, ckpt = trained
-    tested = cli(["test", *data, *SMALL_NET, f"--ckpt_path={ckpt.as_uri()}"], tmp_path)
+    # No SMALL_NET: the network must come from the file's hyperparameters, as for a path.
+    tested = cli(["test", *data, f"--ckpt_path={ckpt.as_uri()}"], tmp_path)
     assert "test/acc" in tested.stdout
-    by_path = cli(["test", *data, *SMALL_NET, f"--ckpt_path={ckpt}"], tmp_path)
+    by_path = cli(["test", *data, f"--ckpt_path={ckpt}"], tmp_path)
     accuracy = lambda out: [line.split()[-1] for line in out.splitlines() if "test/acc" in line]  # noqa: E731
     assert accuracy(tested.stdout) == accuracy(by_path.stdout)
 
@@ -405,3 +406,29 @@ def test_model_settings_given_with_a_checkpoint(trained, tmp_path, cli):
     cli([*base, "--model.tta=true"], tmp_path)
     runs = sorted((tmp_path / "lightning_logs").iterdir(), key=lambda d: int(d.name[8:]))
     assert "tta: true" in (runs[-1] / "hparams.yaml").read_text()
+
+
+# -- networks too large for the machine -------------------------------------------------------------------
+
+
+def test_a_network_that_cannot_fit_is_refused_before_it_is_built(trained, tmp_path, cli):
+    _, data, _ = trained
+    huge = ["--model.backbone=convpool", '--model.backbone_kwargs={"widths": [6000, 6000, 6000]}', "--data.batch_size=256"]
+    grew = []
+    result = []
+    grew.append(peak_rss_growth(lambda: result.append(cli(["fit", *data, *huge], tmp_path, check=False))))
+    line = one_line_error(result[0])
+    assert "1,224,978,010 parameters; training it on batches of 256 needs at least 26.2 GiB" in line
+    assert "--check_memory=false" in line
+    assert grew[0] < 1 * 2**30, f"peak memory grew by {grew[0] / 2**30:.1f} GiB"  # 4.9 GB of weights never allocated
+
+
+def test_the_memory_check_uses_the_machines_memory_and_can_be_switched_off(trained, tmp_path, cli, monkeypatch):
+    from lightning_cifar import memory_check
+
+    _, data, _ = trained
+    monkeypatch.setattr(memory_check, "available_bytes", lambda accelerator: (50_000, "a tiny machine"))
+    line = one_line_error(cli(["fit", *data, *SMALL_NET, "--trainer.max_epochs=1"], tmp_path, check=False))
+    assert "more than a tiny machine (0.0 GiB)" in line
+    cli(["fit", *data, *SMALL_NET, "--trainer.max_epochs=1", "--check_memory=false"], tmp_path)
+    assert (tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()

@@ -1,0 +1,90 @@
+"""Will the network fit in memory? Asked before it is built: ``widths: [6000, 6000, 6000]`` used to
+allocate 3.6 GB of weights before anything could object, and a terabyte request failed only because
+the operating system refused it.
+
+The network is built on PyTorch's meta device (shapes, no storage) and run once there to count its
+activations. The estimate is a lower bound on what training needs (weights, gradients and one
+optimizer buffer in fp32, the activations kept for the backward pass in 16 bits), so a refusal is
+never a false alarm; a run that passes may still need more.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from lightning_cifar import registry
+from lightning_cifar.errors import LightningCifarError
+
+INPUT_SHAPE = (3, 32, 32)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    params: int
+    activations_per_image: int  # numbers every layer outputs for one image
+
+    def training_bytes(self, batch_size: int) -> int:
+        return self.params * 4 * 3 + self.activations_per_image * batch_size * 2
+
+    def inference_bytes(self, batch_size: int) -> int:
+        return self.params * 4 + max(1, self.activations_per_image // 8) * batch_size * 2
+
+
+def footprint(backbone: str, kwargs: dict[str, Any], num_classes: int = 10) -> Optional[Footprint]:
+    """Parameters and activations of the network, measured on the meta device; None where the
+    network cannot be built or run there (a plugin doing something the meta device cannot)."""
+    try:
+        with torch.device("meta"):
+            net = registry.create(backbone, num_classes=num_classes, check=False, **kwargs)
+        outputs = 0
+
+        def count(module: Any, inputs: Any, output: Any) -> None:
+            nonlocal outputs
+            outputs += output.numel() if isinstance(output, torch.Tensor) else 0
+
+        leaves = [m for m in net.modules() if not any(True for _ in m.children())]
+        handles = [m.register_forward_hook(count) for m in leaves]
+        try:
+            with torch.no_grad():
+                net(torch.empty(1, *INPUT_SHAPE, device="meta"))
+        finally:
+            for handle in handles:
+                handle.remove()
+    except LightningCifarError:
+        return None  # an unknown or broken backbone is reported where the model is built
+    except Exception:  # noqa: BLE001 - the meta device cannot run every module; then we cannot say
+        return None
+    return Footprint(sum(p.numel() for p in net.parameters()), outputs)
+
+
+def available_bytes(accelerator: str) -> tuple[int, str]:
+    """Memory the run can use, and where it is: the GPU's total, or the host's available memory."""
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.cuda.mem_get_info()[1], f"GPU {torch.cuda.get_device_name()}"
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024, "this machine's available memory"
+    except (OSError, KeyError, ValueError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "this machine's free memory"
+
+
+def check_memory(model: dict[str, Any], batch_size: int, training: bool, accelerator: str) -> None:
+    """Refuse, in one line with the estimate, a network that cannot fit; ``--check_memory=false`` skips this."""
+    found = footprint(model.get("backbone", "cnn_base"), dict(model.get("backbone_kwargs") or {}),
+                      int(model.get("num_classes") or 10))
+    if found is None:
+        return
+    need = found.training_bytes(batch_size) if training else found.inference_bytes(batch_size)
+    have, where = available_bytes(accelerator)
+    if need <= have:
+        return
+    gib = 2**30
+    raise LightningCifarError(
+        f"model.backbone={model.get('backbone')} {dict(model.get('backbone_kwargs') or {})}: {found.params:,} parameters;"
+        f" {'training' if training else 'running'} it on batches of {batch_size} needs at least {need / gib:.1f} GiB,"
+        f" more than {where} ({have / gib:.1f} GiB); choose a smaller network or batch, or pass --check_memory=false")
