@@ -19,9 +19,6 @@ import torch
 from lightning_cifar import registry
 from lightning_cifar.errors import LightningCifarError
 
-INPUT_SHAPE = (3, 32, 32)
-
-
 @dataclass(frozen=True)
 class Footprint:
     params: int
@@ -38,8 +35,7 @@ def footprint(backbone: str, kwargs: dict[str, Any], num_classes: int = 10) -> O
     """Parameters and activations of the network, measured on the meta device; None where the
     network cannot be built or run there (a plugin doing something the meta device cannot)."""
     try:
-        with torch.device("meta"):
-            net = registry.create(backbone, num_classes=num_classes, check=False, **kwargs)
+        net = registry.create_shapes_only(backbone, num_classes=num_classes, **kwargs)
         outputs = 0
 
         def count(module: Any, inputs: Any, output: Any) -> None:
@@ -50,7 +46,7 @@ def footprint(backbone: str, kwargs: dict[str, Any], num_classes: int = 10) -> O
         handles = [m.register_forward_hook(count) for m in leaves]
         try:
             with torch.no_grad():
-                net(torch.empty(1, *INPUT_SHAPE, device="meta"))
+                net(torch.empty(1, *registry.INPUT_SHAPE, device="meta"))
         finally:
             for handle in handles:
                 handle.remove()

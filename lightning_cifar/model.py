@@ -20,7 +20,7 @@ from lightning_cifar.loss_guard import NonFiniteLossGuard
 from lightning_cifar.schedules import lr_multiplier
 
 # One image, so that the "Total Flops" of Lightning's model summary are per image.
-EXAMPLE_INPUT_SHAPE = (1, 3, 32, 32)
+EXAMPLE_INPUT_SHAPE = (1, *registry.INPUT_SHAPE)
 
 
 def evaluation_logits(net: Callable[[Tensor], Tensor], x: Tensor, tta: bool) -> Tensor:
@@ -152,7 +152,7 @@ class Classifier(pl.LightningModule):
         plain data or names classes in its hyperparameters (see ``checkpoint_io.read_checkpoint``)."""
         local = isinstance(checkpoint_path, str) or hasattr(checkpoint_path, "__fspath__")
         if local and "://" not in str(checkpoint_path):  # remote files are fetched by Lightning itself
-            read_checkpoint(str(checkpoint_path))
+            check_weights_fit(read_checkpoint(str(checkpoint_path)), f"checkpoint {checkpoint_path}")
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def configure_callbacks(self) -> list[pl.Callback]:
@@ -287,9 +287,8 @@ def check_weights_fit(checkpoint: dict[str, Any], label: str) -> None:
     hparams = checkpoint.get(MODEL_HPARAMS) or {}
     weights = {k[len("backbone."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("backbone.")}
     try:
-        with torch.device("meta"):
-            expected = registry.create(hparams.get("backbone", "cnn_base"), num_classes=hparams.get("num_classes", 10),
-                                       check=False, **(hparams.get("backbone_kwargs") or {})).state_dict()
+        expected = registry.create_shapes_only(hparams.get("backbone", "cnn_base"), hparams.get("num_classes", 10),
+                                               **(hparams.get("backbone_kwargs") or {})).state_dict()
     except LightningCifarError:
         return  # an unknown or broken backbone is reported where the model is built, in its own words
     described = f"{hparams.get('backbone', 'cnn_base')} {hparams.get('backbone_kwargs') or {}}"

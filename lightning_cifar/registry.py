@@ -277,6 +277,13 @@ def create(name: str, num_classes: int = 10, check: bool = True, **kwargs: Any) 
 PROBE_BATCHES = (2, 3)
 
 
+def create_shapes_only(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
+    """The backbone built on PyTorch's meta device: shapes and parameter counts without allocating
+    memory (and without the output check, which needs real numbers)."""
+    with torch.device("meta"):
+        return create(name, num_classes=num_classes, check=False, **kwargs)
+
+
 def _check_output(entry: BackboneEntry, module: nn.Module, num_classes: int) -> None:
     """Run the module in eval and in train mode on zero batches of two sizes, and check each output
     is one row of ``num_classes`` logits per image. The module's state (batch-norm statistics, its

@@ -18,6 +18,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 LOG_DIR_NAME = "lightning_logs"
+UNLOGGED_DIR_NAME = "checkpoints"  # where Lightning puts checkpoints of a run without a logger
 LAST_NAME = ModelCheckpoint.CHECKPOINT_NAME_LAST
 # What the CLI's checkpoint callback monitors, and how it names the files it keeps
 # ("epoch007-val_acc0.8123.ckpt"; a "/" in the name would make sub-folders).
@@ -36,7 +37,7 @@ def run_checkpoint_dirs(root: Path) -> list[Path]:
     """Every run's checkpoint folder under ``root``, the run that wrote a checkpoint last first:
     ``lightning_logs/version_N/checkpoints``, and ``checkpoints`` (a run with ``--trainer.logger=false``)."""
     runs = [d for d in (root / LOG_DIR_NAME).glob("version_*/checkpoints") if d.parent.name[8:].isdigit()]
-    runs += [root / "checkpoints"]
+    runs += [root / UNLOGGED_DIR_NAME]
     newest = {d: max((p.stat().st_mtime_ns for p in d.glob("*.ckpt")), default=None) for d in runs if d.is_dir()}
     written = [d for d, t in newest.items() if t is not None]
     # Ties (copied folders, coarse clocks) go to the higher version number.

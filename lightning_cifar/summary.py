@@ -15,7 +15,6 @@ from lightning_cifar import registry
 from lightning_cifar.config_files import read_yaml
 from lightning_cifar.errors import LightningCifarError
 
-INPUT_SHAPE = (3, 32, 32)
 
 
 def forward_flops(module: nn.Module) -> int:
@@ -25,7 +24,7 @@ def forward_flops(module: nn.Module) -> int:
     was_training = module.training
     module.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(torch.zeros(1, *INPUT_SHAPE))
+        module(torch.zeros(1, *registry.INPUT_SHAPE))
     module.train(was_training)
     return int(counter.get_total_flops())
 
@@ -58,7 +57,7 @@ def layer_table(net: nn.Module) -> list[Layer]:
     net.eval()
     try:
         with torch.no_grad():
-            net(torch.zeros(1, *INPUT_SHAPE))
+            net(torch.zeros(1, *registry.INPUT_SHAPE))
     finally:
         for hook in hooks:
             hook.remove()
@@ -139,7 +138,7 @@ def spatial_profile(net: nn.Module) -> SpatialProfile:
     net.eval()
     try:
         with torch.no_grad():
-            net(torch.zeros(1, *INPUT_SHAPE))
+            net(torch.zeros(1, *registry.INPUT_SHAPE))
     finally:
         for hook in hooks:
             hook.remove()

@@ -34,7 +34,7 @@ from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.evaluation_report import ClassificationReport
 from lightning_cifar.memory_check import check_memory
 from lightning_cifar.model import Classifier, check_weights_fit, checkpoint_normalize
-from lightning_cifar.run_folders import CHECKPOINT_FILENAME, LOG_DIR_NAME, MONITOR, find_checkpoint
+from lightning_cifar.run_folders import CHECKPOINT_FILENAME, LOG_DIR_NAME, MONITOR, UNLOGGED_DIR_NAME, find_checkpoint
 
 # Checkpoint aliases Lightning itself understands; left to it.
 LIGHTNING_ALIASES = ("hpc", "registry")
@@ -262,7 +262,7 @@ class CifarCLI(LightningCLI):
             elif subcommand != "fit":  # fit with nothing to resume starts afresh, as in Lightning
                 raise LightningCifarError(
                     f"--ckpt_path={alias}: no {alias} checkpoint under {root / LOG_DIR_NAME}/version_*/checkpoints"
-                    f" or {root / 'checkpoints'};"
+                    f" or {root / UNLOGGED_DIR_NAME};"
                     " pass the path of a .ckpt file"
                 )
         path = config.get("ckpt_path")
