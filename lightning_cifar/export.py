@@ -3,7 +3,7 @@
 The exported model takes what ``Classifier`` takes: float32 images of shape (N, 3, 32, 32)
 with pixel values in [0, 1] (what ``torchvision.transforms.functional.to_tensor`` gives),
 standardises them as the model does, and returns the logits ``Classifier.predict_logits``
-gives (with the flip average when trained with ``tta``).
+gives (averaged over its ``tta`` views).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_cifar.errors import LightningCifarError
-from lightning_cifar.model import Classifier, evaluation_logits
+from lightning_cifar.model import Classifier, evaluation_logits, tta_mode
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
@@ -31,7 +31,7 @@ class ExportedClassifier(nn.Module):
         super().__init__()
         self.input_norm = model.input_norm
         self.backbone = model.backbone
-        self.tta = bool(model.hparams.tta)
+        self.tta = tta_mode(model.hparams.tta)
 
     def _logits(self, images: Tensor) -> Tensor:
         return self.backbone(self.input_norm(images))

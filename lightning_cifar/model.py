@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Literal, Optional, Union
 
 import pytorch_lightning as pl
 import torch
@@ -23,12 +23,36 @@ from lightning_cifar.schedules import lr_multiplier
 EXAMPLE_INPUT_SHAPE = (1, *registry.INPUT_SHAPE)
 
 
-def evaluation_logits(net: Callable[[Tensor], Tensor], x: Tensor, tta: bool) -> Tensor:
-    """``net(x)``, or with ``tta`` the mean of the logits of the images and their mirror images."""
-    logits = net(x)
-    if tta:
-        logits = (logits + net(x.flip(3))) / 2
-    return logits
+# Test-time augmentation: the views of each image whose logits are averaged. ``True`` and ``False``,
+# the values of lightning-cifar 0.2 and earlier checkpoints, mean "mirror" and "none".
+TTA_CHOICES = ("none", "mirror", "mirror_shift")
+
+
+def tta_mode(tta: Union[bool, str]) -> str:
+    if tta is True or tta is False:
+        return "mirror" if tta else "none"
+    if tta not in TTA_CHOICES:
+        raise LightningCifarError(f"tta={tta!r}: allowed values are {', '.join(map(repr, TTA_CHOICES))} (or true/false)")
+    return str(tta)
+
+
+def _mirrored(net: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    return (net(x) + net(x.flip(3))) / 2
+
+
+def evaluation_logits(net: Callable[[Tensor], Tensor], x: Tensor, tta: Union[bool, str]) -> Tensor:
+    """``net(x)``; with ``mirror`` the mean over each image and its mirror image; with ``mirror_shift``
+    (the CIFAR-10 speedruns' six views) half that, plus half the mirror-averaged logits of the image
+    moved one pixel up-left and one pixel down-right (reflected at the border)."""
+    mode = tta_mode(tta)
+    if mode == "none":
+        return net(x)
+    if mode == "mirror":
+        return _mirrored(net, x)
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifted = (_mirrored(net, padded[..., :h, :w]) + _mirrored(net, padded[..., 2:, 2:])) / 2
+    return (_mirrored(net, x) + shifted) / 2
 
 
 def checkpoint_normalize(checkpoint: dict[str, Any], source: str = "the checkpoint") -> Optional[bool]:
@@ -81,7 +105,7 @@ class Classifier(pl.LightningModule):
         warmup: float = 0.2,
         label_smoothing: float = 0.1,
         channels_last: bool = True,
-        tta: bool = False,
+        tta: Union[bool, str] = False,  # checked by tta_mode: a one-line error, not jsonargparse's page
         compile: bool = False,
         init: Literal["torch", "keras"] = "torch",
     ) -> None:
@@ -105,7 +129,10 @@ class Classifier(pl.LightningModule):
             warmup: fraction of all training steps spent warming up.
             label_smoothing: cross-entropy label smoothing (0 = plain cross-entropy).
             channels_last: keep conv activations in NHWC layout (faster on CPU and GPU).
-            tta: evaluate and predict on each image and its mirror image, averaging the logits.
+            tta: test-time augmentation for evaluation and prediction: ``mirror`` (or true) averages
+                the logits of each image and its mirror image; ``mirror_shift`` also those of the image
+                moved by one pixel up-left and down-right (six views, as the CIFAR-10 speedruns);
+                ``none`` (or false) evaluates the image alone.
             compile: run the backbone through ``torch.compile`` (falls back to eager
                 mode with a warning where compilation is unavailable).
             init: initial weights of the backbone's convolutions and linear layers: ``torch``
@@ -128,6 +155,7 @@ class Classifier(pl.LightningModule):
             raise LightningCifarError(f"weight_decay={weight_decay}: must be 0 or more")
         if eps <= 0:
             raise LightningCifarError(f"eps={eps}: must be > 0")
+        tta_mode(tta)
         self.input_norm = Standardize(normalize)
         self.backbone = registry.create(backbone, num_classes=num_classes, **(backbone_kwargs or {}))
         if init == "keras":
@@ -176,7 +204,7 @@ class Classifier(pl.LightningModule):
         return self.backbone(x)
 
     def predict_logits(self, x: Tensor) -> Tensor:
-        """Logits for evaluation: with ``tta``, the mean over the image and its mirror image."""
+        """Logits for evaluation, averaged over the ``tta`` views."""
         return evaluation_logits(self, x, self.hparams.tta)
 
     def loss(self, logits: Tensor, labels: Tensor) -> Tensor:

@@ -177,6 +177,21 @@ def test_torchscript_export_gives_the_checkpoints_logits(tested, tmp_path, cli):
     assert (exported - checkpoint_logits(ckpt, images)).abs().max() < 1e-4
 
 
+def test_an_export_averages_the_tta_views_the_checkpoint_names(tested, tmp_path, cli):
+    _, ckpt, _, _ = tested
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint["hyper_parameters"]["tta"] = "mirror_shift"
+    source = tmp_path / "six_views.ckpt"
+    torch.save(checkpoint, source)
+    out = tmp_path / "six_views.pt"
+    cli(["export", f"--ckpt_path={source}", "--format=torchscript", f"--output={out}"], tmp_path)
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    model = Classifier.load_from_checkpoint(source, weights_only=True).eval()
+    with torch.no_grad():
+        exported, expected, plain = torch.jit.load(str(out))(images), model.predict_logits(images), model(images)
+    assert (exported - expected).abs().max() < 1e-4 and (exported - plain).abs().max() > 1e-3
+
+
 def test_onnx_export_gives_the_checkpoints_logits(tested, tmp_path, cli):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")

@@ -40,6 +40,38 @@ def test_flip_tta_makes_predictions_mirror_invariant():
         assert not torch.allclose(plain.predict_logits(x), plain.predict_logits(x.flip(3)), atol=1e-5)
 
 
+def test_mirror_shift_tta_averages_the_six_views_the_speedruns_use():
+    """Half the mirror average of the image, half that of the image moved one pixel up-left and one
+    down-right with reflected borders (airbench's tta_level=2), computed here view by view."""
+    import torch.nn.functional as F
+
+    model = Classifier("cnn_base", tta="mirror_shift").eval()
+    x = torch.randn(3, 3, 32, 32)
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    with torch.no_grad():
+        net = lambda v: model(v)  # noqa: E731
+        mirror = lambda v: (net(v) + net(v.flip(3))) / 2  # noqa: E731
+        up_left, down_right = padded[..., 0:32, 0:32], padded[..., 2:34, 2:34]
+        expected = 0.5 * mirror(x) + 0.25 * mirror(up_left) + 0.25 * mirror(down_right)
+        assert torch.allclose(model.predict_logits(x), expected, atol=1e-5)
+    assert torch.equal(up_left[..., 1:, 1:], x[..., :31, :31])  # moved by one pixel, as named
+
+
+@pytest.mark.parametrize("value, mode", [(False, "none"), (True, "mirror"), ("mirror_shift", "mirror_shift")])
+def test_tta_takes_the_old_booleans_and_the_named_choices(value, mode):
+    from lightning_cifar.model import tta_mode
+
+    assert tta_mode(Classifier("cnn_base", tta=value).hparams.tta) == mode
+
+
+def test_an_unknown_tta_is_one_line(tmp_path, cli):
+    from conftest import one_line_error
+
+    result = cli(["fit", "--model.tta=shift", "--data.download=false", f"--data.data_dir={tmp_path}"], tmp_path,
+                 check=False)
+    assert "tta='shift': allowed values are 'none', 'mirror', 'mirror_shift' (or true/false)" in one_line_error(result)
+
+
 def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
     class Broken(nn.Module):
         def forward(self, x):
