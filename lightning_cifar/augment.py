@@ -90,14 +90,47 @@ def identity(x: Tensor) -> Tensor:
     return x
 
 
-AUGMENTATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "none": identity,
-    "crop_flip": crop_flip,
-    "seed": random_affine,
+def image_bits(images: Tensor) -> Tensor:
+    """One fixed bit per image, from its own pixels (the parity of their sum): the same image gets the
+    same bit in every epoch and every batch, without the loader having to carry image indices."""
+    return images.flatten(1).sum(1, dtype=torch.int64) % 2 == 1
+
+
+def alternating_flip(x: Tensor, raw: Tensor, epoch: int) -> Tensor:
+    """Each image mirrored in every other epoch, half of them starting with even epochs and half with
+    odd ones (by :func:`image_bits` of the unaugmented ``raw`` images). Over any two epochs every image
+    is seen both ways, where random flips leave a quarter of them unmirrored twice (the CIFAR-10
+    speedruns' "alternating flip")."""
+    flip = image_bits(raw) ^ bool(epoch % 2)
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def shift_alternating_flip(x: Tensor, raw: Tensor, epoch: int) -> Tensor:
+    """Translation by up to 2 pixels (reflect padding) and :func:`alternating_flip`, as the speedruns."""
+    return alternating_flip(random_translate(x, pad=2), raw, epoch)
+
+
+# Each takes the float batch, the uint8 batch it came from, and the epoch; most use only the first.
+Augmentation = Callable[[Tensor, Tensor, int], Tensor]
+
+
+def _per_batch(fn: Callable[[Tensor], Tensor]) -> Augmentation:
+    def apply(x: Tensor, raw: Tensor, epoch: int) -> Tensor:
+        return fn(x)
+
+    apply.__doc__ = fn.__doc__
+    return apply
+
+
+AUGMENTATIONS: dict[str, Augmentation] = {
+    "none": _per_batch(identity),
+    "crop_flip": _per_batch(crop_flip),
+    "seed": _per_batch(random_affine),
+    "shift_alt_flip": shift_alternating_flip,
 }
 
 
-def get_augmentation(name: str) -> Callable[[Tensor], Tensor]:
+def get_augmentation(name: str) -> Augmentation:
     if name not in AUGMENTATIONS:
         raise LightningCifarError(f"augment={name!r}: allowed values are {', '.join(AUGMENTATIONS)}")
     return AUGMENTATIONS[name]

@@ -113,7 +113,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
         batch_size: int = 256,
         val_split: Union[int, float] = 5000,
         num_workers: int = 0,
-        augment: Literal["none", "crop_flip", "seed"] = "crop_flip",
+        augment: Literal["none", "crop_flip", "seed", "shift_alt_flip"] = "crop_flip",
         seed: int = 42,
         download: bool = True,
         verify: bool = True,
@@ -131,8 +131,9 @@ class CIFAR10DataModule(pl.LightningDataModule):
             num_workers: DataLoader worker processes. Batches are slices of an
                 in-memory tensor, so 0 is usually fastest.
             augment: training augmentation: ``none``, ``crop_flip`` (translate by up
-                to 4 px with reflection, horizontal flip) or ``seed`` (the seed
-                notebook's rotation/shift/zoom/flip).
+                to 4 px with reflection, horizontal flip), ``seed`` (the seed
+                notebook's rotation/shift/zoom/flip) or ``shift_alt_flip`` (translate by up
+                to 2 px, each image mirrored in every other epoch, as the CIFAR-10 speedruns).
             seed: seed of the train/validation split.
             download: download the dataset when it is not in ``data_dir``.
             verify: check the files against torchvision's official MD5 sums. Turn off
@@ -317,7 +318,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
         images, labels = batch
         x = self.to_float(images)
         if self.trainer is not None and self.trainer.training:
-            x = self.augmentation(x)
+            x = self.augmentation(x, images, self.trainer.current_epoch)
         return x, labels
 
     @staticmethod

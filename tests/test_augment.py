@@ -18,11 +18,11 @@ def coordinate_images(n=N):
 
 def test_none_is_the_identity():
     x = torch.rand(8, 3, 32, 32)
-    assert torch.equal(AUGMENTATIONS["none"](x), x)
+    assert torch.equal(AUGMENTATIONS["none"](x, (x * 255).to(torch.uint8), 0), x)
 
 
 def test_unknown_preset_names_the_allowed_ones():
-    with pytest.raises(LightningCifarError, match="allowed values are none, crop_flip, seed"):
+    with pytest.raises(LightningCifarError, match="allowed values are none, crop_flip, seed, shift_alt_flip"):
         get_augmentation("mixup")
 
 
@@ -84,6 +84,35 @@ def test_seed_augmentation_matches_keras_ranges():
 @pytest.mark.parametrize("name", list(AUGMENTATIONS))
 def test_augmentations_keep_shape_dtype_and_device(name):
     x = torch.rand(5, 3, 32, 32)
-    out = AUGMENTATIONS[name](x)
+    out = AUGMENTATIONS[name](x, (x * 255).to(torch.uint8), 3)
     assert out.shape == x.shape and out.dtype == x.dtype and out.device == x.device
     assert math.isfinite(out.sum().item())
+
+
+def test_alternating_flip_shows_every_image_both_ways_over_two_epochs():
+    from lightning_cifar.augment import alternating_flip, image_bits
+
+    torch.manual_seed(0)
+    raw = torch.randint(0, 256, (1000, 3, 32, 32), dtype=torch.uint8)
+    x = raw.float() / 255
+    flipped = [(alternating_flip(x, raw, epoch) != x).flatten(1).any(1) for epoch in range(4)]
+    assert torch.equal(flipped[0], ~flipped[1]) and torch.equal(flipped[0], flipped[2])  # alternates
+    assert 400 < int(flipped[0].sum()) < 600  # half start mirrored
+    # The bit belongs to the image, not to its place in the batch.
+    order = torch.randperm(1000)
+    assert torch.equal(image_bits(raw[order]), image_bits(raw)[order])
+    assert torch.equal(alternating_flip(x[order], raw[order], 1), alternating_flip(x, raw, 1)[order])
+
+
+def test_shift_alt_flip_moves_by_at_most_2_pixels():
+    from lightning_cifar.augment import shift_alternating_flip
+
+    torch.manual_seed(0)
+    x = coordinate_images(2000)
+    raw = torch.zeros(2000, 3, 32, 32, dtype=torch.uint8)  # every bit 0: no image mirrored in epoch 0
+    out = shift_alternating_flip(x, raw, 0)
+    dy, dx = out[:, 0, 10, 10] - 10, out[:, 1, 10, 10] - 10
+    assert set(dy.unique().tolist()) == set(dx.unique().tolist()) == {-2.0, -1.0, 0.0, 1.0, 2.0}
+    mirrored = shift_alternating_flip(x, raw, 1)  # epoch 1: all mirrored
+    assert (mirrored[:, 1, 10, 10] - (31 - 10)).abs().max() <= 2
+

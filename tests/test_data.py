@@ -77,10 +77,10 @@ def test_training_batches_are_augmented_and_evaluation_batches_never(tiny_cifar)
     dm.setup("fit")
     x, y = next(iter(dm.val_dataloader()))
     plain = x.float() / 255  # the model's input: [0, 1] images (the model standardises them)
-    dm.trainer = SimpleNamespace(training=False)
+    dm.trainer = SimpleNamespace(training=False, current_epoch=0)
     out, labels = dm.on_after_batch_transfer((x, y), 0)
     assert torch.equal(out, plain) and torch.equal(labels, y)
-    dm.trainer = SimpleNamespace(training=True)
+    dm.trainer = SimpleNamespace(training=True, current_epoch=0)
     torch.manual_seed(0)
     augmented, _ = dm.on_after_batch_transfer((x, y), 0)
     assert augmented.shape == plain.shape and not torch.allclose(augmented, plain)
@@ -90,9 +90,28 @@ def test_augmented_batches_stay_in_the_unit_range(tiny_cifar):
     dm = module(tiny_cifar, augment="seed")
     dm.setup("fit")
     x, y = next(iter(dm.train_dataloader()))
-    dm.trainer = SimpleNamespace(training=True)
+    dm.trainer = SimpleNamespace(training=True, current_epoch=0)
     out, _ = dm.on_after_batch_transfer((x, y), 0)
     assert out.dtype == torch.float32 and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_the_alternating_flip_follows_the_trainers_epoch(tiny_cifar):
+    from lightning_cifar.augment import image_bits, random_translate
+
+    dm = module(tiny_cifar, augment="shift_alt_flip")
+    dm.setup("fit")
+    x, y = next(iter(dm.train_dataloader()))
+    seen = []
+    for epoch in (0, 1):
+        dm.trainer = SimpleNamespace(training=True, current_epoch=epoch)
+        torch.manual_seed(0)  # the same shifts in both epochs: only the flip may differ
+        seen.append(dm.on_after_batch_transfer((x, y), 0)[0])
+    torch.manual_seed(0)
+    shifted = random_translate(x.float() / 255, pad=2)  # the same draw, without the flip
+    mirrored_first = (seen[0] != shifted).flatten(1).any(1)
+    # Mirrored in epoch 0 exactly the images whose bit is set, in epoch 1 exactly the others.
+    assert torch.equal(mirrored_first, image_bits(x)) and 0 < int(mirrored_first.sum()) < len(x)
+    assert torch.equal(seen[0], seen[1].flip(3))
 
 
 def test_verification_is_on_by_default_and_names_the_failing_file(tiny_cifar):
