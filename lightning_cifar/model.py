@@ -17,6 +17,7 @@ from lightning_cifar.checkpoint_io import DATA_HPARAMS, MODEL_HPARAMS, read_chec
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.input_norm import Standardize
 from lightning_cifar.loss_guard import NonFiniteLossGuard
+from lightning_cifar.optimizers import MuonWithSGD
 from lightning_cifar.schedules import lr_multiplier
 
 # One image, so that the "Total Flops" of Lightning's model summary are per image.
@@ -95,7 +96,7 @@ class Classifier(pl.LightningModule):
         backbone_kwargs: Optional[dict[str, Any]] = None,
         num_classes: int = 10,
         normalize: bool = True,
-        optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
+        optimizer: Literal["sgd", "adam", "adamw", "muon"] = "sgd",
         lr: float = 0.05,
         eps: float = 1e-8,
         momentum: float = 0.9,
@@ -108,6 +109,8 @@ class Classifier(pl.LightningModule):
         tta: Union[bool, str] = False,  # checked by tta_mode: a one-line error, not jsonargparse's page
         compile: bool = False,
         init: Literal["torch", "keras"] = "torch",
+        muon_lr: float = 0.02,
+        muon_momentum: float = 0.95,
     ) -> None:
         """
         Args:
@@ -118,7 +121,9 @@ class Classifier(pl.LightningModule):
             normalize: standardise the [0, 1] input images with the CIFAR-10 channel mean and
                 std (inside the model, so a loaded checkpoint or an exported model needs none);
                 off, the network sees the [0, 1] pixels (as in the seed notebook).
-            optimizer: ``sgd`` (with momentum, Nesterov by default), ``adam`` or ``adamw``.
+            optimizer: ``sgd`` (with momentum, Nesterov by default), ``adam``, ``adamw``, or ``muon``:
+                ``torch.optim.Muon`` for the convolution filters (``muon_lr``, ``muon_momentum``) and
+                SGD (``lr``, ``momentum``, ``weight_decay``) for the rest, as the CIFAR-10 speedruns.
             lr: peak learning rate.
             eps: Adam's and AdamW's epsilon (PyTorch's default 1e-8; Keras uses 1e-7).
             momentum: SGD momentum (Adam's beta1 is left at its default).
@@ -138,6 +143,8 @@ class Classifier(pl.LightningModule):
             init: initial weights of the backbone's convolutions and linear layers: ``torch``
                 (PyTorch's defaults) or ``keras`` (Glorot-uniform weights, zero biases, as the seed
                 notebook's Keras layers start).
+            muon_lr: Muon's peak learning rate (``optimizer=muon``), scaled by the same schedule.
+            muon_momentum: Muon's momentum (``optimizer=muon``).
         """
         super().__init__()
         # Only the init arguments go into hparams: LightningCLI and
@@ -155,6 +162,9 @@ class Classifier(pl.LightningModule):
             raise LightningCifarError(f"weight_decay={weight_decay}: must be 0 or more")
         if eps <= 0:
             raise LightningCifarError(f"eps={eps}: must be > 0")
+        if muon_lr <= 0 or not 0.0 <= muon_momentum < 1.0:
+            raise LightningCifarError(f"muon_lr={muon_lr}, muon_momentum={muon_momentum}: need muon_lr > 0 and a"
+                                      " momentum in [0, 1)")
         tta_mode(tta)
         self.input_norm = Standardize(normalize)
         self.backbone = registry.create(backbone, num_classes=num_classes, **(backbone_kwargs or {}))
@@ -294,8 +304,11 @@ class Classifier(pl.LightningModule):
             opt = torch.optim.Adam(params, lr=hp.lr, eps=hp.eps, weight_decay=hp.weight_decay)
         elif hp.optimizer == "adamw":
             opt = torch.optim.AdamW(params, lr=hp.lr, eps=hp.eps, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "muon":
+            opt = MuonWithSGD(params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
+                              weight_decay=hp.weight_decay, muon_lr=hp.muon_lr, muon_momentum=hp.muon_momentum)
         else:
-            raise LightningCifarError(f"optimizer={hp.optimizer!r}: allowed values are 'sgd', 'adam', 'adamw'")
+            raise LightningCifarError(f"optimizer={hp.optimizer!r}: allowed values are 'sgd', 'adam', 'adamw', 'muon'")
         if hp.scheduler == "none":
             return opt
         total = self.trainer.estimated_stepping_batches

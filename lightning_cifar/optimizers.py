@@ -1,0 +1,109 @@
+"""Muon for convolution filters, SGD with Nesterov momentum for everything else, as one optimizer.
+
+The CIFAR-10 speedruns (airbench94_muon) train their convolution filters with Muon, which replaces
+each update by a nearly orthogonal matrix (Newton-Schulz iterations), and biases, batch-norm shifts
+and the linear head with SGD. ``torch.optim.Muon`` does the orthogonalisation, but takes 2D
+parameters only: here each filter bank (out, in, kh, kw) is handed to it as an (out, in*kh*kw)
+matrix that shares the filters' storage, so its in-place update changes the filters themselves.
+Lightning's automatic optimisation drives one optimizer, so both live behind this one: its
+``param_groups`` are theirs (one learning-rate schedule scales all of them), and so is its state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+from torch import Tensor
+
+from lightning_cifar.errors import LightningCifarError
+
+
+def _matrix_view(filters: Tensor) -> Tensor:
+    """``filters`` as one row per output channel, sharing its storage: (out, in*kh*kw) for a contiguous
+    tensor, (out, kh*kw*in) for a channels_last one. Orthogonalising is blind to the column order."""
+    if filters.is_contiguous():
+        return filters.view(filters.shape[0], -1)
+    if filters.is_contiguous(memory_format=torch.channels_last):
+        return filters.permute(0, 2, 3, 1).view(filters.shape[0], -1)
+    raise LightningCifarError(f"optimizer=muon: a filter tensor of strides {filters.stride()} has no matrix view")
+
+
+def _as_matrix_like(grad: Tensor, filters: Tensor) -> Tensor:
+    """``grad`` with its columns in the order of :func:`_matrix_view` of ``filters`` (a copy if need be)."""
+    if filters.is_contiguous():
+        return grad.reshape(grad.shape[0], -1)
+    return grad.permute(0, 2, 3, 1).reshape(grad.shape[0], -1)
+
+
+class MuonWithSGD(torch.optim.Optimizer):
+    """``torch.optim.Muon`` on every 4D parameter (convolution filters), ``torch.optim.SGD`` on the rest."""
+
+    def __init__(self, params: Iterable[Tensor], lr: float, momentum: float, nesterov: bool, weight_decay: float,
+                 muon_lr: float, muon_momentum: float, muon_weight_decay: float = 0.0) -> None:
+        params = [p for p in params if p.requires_grad]
+        self._filters = [p for p in params if p.ndim == 4]
+        others = [p for p in params if p.ndim != 4]
+        if not self._filters:
+            raise LightningCifarError("optimizer=muon: the network has no convolution filters for Muon to train;"
+                                      " use sgd, adam or adamw")
+        # Parameters that alias the filters' memory: what Muon updates in place is the filters.
+        self._matrices = [torch.nn.Parameter(_matrix_view(p.detach())) for p in self._filters]
+        super().__init__([*self._matrices, *others], {})
+        self.muon = torch.optim.Muon(self._matrices, lr=muon_lr, momentum=muon_momentum, nesterov=nesterov,
+                                     weight_decay=muon_weight_decay)
+        self.sgd = (torch.optim.SGD(others, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
+                                    weight_decay=weight_decay) if others else None)
+
+    def _parts(self) -> list[torch.optim.Optimizer]:
+        wrapped = self.__dict__.get("_optimizer")  # Lightning's LightningOptimizer subclasses us around the real one
+        if isinstance(wrapped, MuonWithSGD):
+            return wrapped._parts()
+        return [o for o in (self.__dict__.get("muon"), self.__dict__.get("sgd")) if o is not None]
+
+    # Read from the two optimizers each time: loading a state dict replaces their groups and state.
+    @property  # type: ignore[override]
+    def param_groups(self) -> list[dict[str, Any]]:
+        parts = self._parts()
+        return [g for o in parts for g in o.param_groups] if parts else self.__dict__.setdefault("_groups", [])
+
+    @param_groups.setter
+    def param_groups(self, value: list[dict[str, Any]]) -> None:
+        self.__dict__["_groups"] = value  # only Optimizer.__init__ sets it, before the two exist
+
+    @property  # type: ignore[override]
+    def state(self) -> dict[Tensor, Any]:
+        parts = self._parts()
+        return {p: s for o in parts for p, s in o.state.items()} if parts else self.__dict__.setdefault("_state", {})
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self.__dict__["_state"] = value
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in [*self._filters, *self._matrices, *(p for g in self.param_groups for p in g["params"])]:
+            if p.grad is not None:
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.detach_().zero_()
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for filters, matrix in zip(self._filters, self._matrices):
+            matrix.grad = None if filters.grad is None else _as_matrix_like(filters.grad, filters)
+        for part in self._parts():
+            part.step()
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        return {"muon": self.muon.state_dict(), "sgd": self.sgd.state_dict() if self.sgd is not None else None}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+        self.muon.load_state_dict(state_dict["muon"])
+        if self.sgd is not None:
+            self.sgd.load_state_dict(state_dict["sgd"])

@@ -1,0 +1,66 @@
+"""optimizer=muon: torch's Muon on the convolution filters (through matrix views of their memory), SGD on the rest."""
+
+import pytest
+import torch
+
+from conftest import SMALL_NET, TINY_DATA_ARGS
+from lightning_cifar.optimizers import MuonWithSGD, _matrix_view
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_filters_move_exactly_as_torch_muon_moves_their_matrix(channels_last):
+    torch.manual_seed(0)
+    filters, bias = torch.nn.Parameter(torch.randn(8, 4, 3, 3)), torch.nn.Parameter(torch.randn(8))
+    if channels_last:
+        filters.data = filters.data.to(memory_format=torch.channels_last)
+    reference = torch.nn.Parameter(_matrix_view(filters.detach()).clone())
+    ours = MuonWithSGD([filters, bias], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.0, muon_lr=0.05,
+                       muon_momentum=0.9)
+    torch_muon = torch.optim.Muon([reference], lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.0)
+    torch_sgd_bias = torch.nn.Parameter(bias.detach().clone())
+    torch_sgd = torch.optim.SGD([torch_sgd_bias], lr=0.1, momentum=0.9, nesterov=True)
+    for step in range(3):
+        grad = torch.randn(8, 4, 3, 3)
+        filters.grad = grad.contiguous(memory_format=torch.channels_last) if channels_last else grad.clone()
+        reference.grad = (grad.permute(0, 2, 3, 1) if channels_last else grad).reshape(8, -1).clone()
+        bias.grad = torch_sgd_bias.grad = torch.full((8,), float(step + 1))
+        ours.step(), torch_muon.step(), torch_sgd.step()
+    assert torch.allclose(_matrix_view(filters.detach()), reference.detach(), atol=1e-6)
+    assert torch.allclose(bias.detach(), torch_sgd_bias.detach())
+    assert filters.is_contiguous(memory_format=torch.channels_last) is channels_last  # updated in place
+    ours.zero_grad()
+    assert filters.grad is None and bias.grad is None
+
+
+def test_one_schedule_scales_both_learning_rates_also_after_a_reload():
+    filters, bias = torch.nn.Parameter(torch.randn(4, 3, 3, 3)), torch.nn.Parameter(torch.randn(4))
+    opt = MuonWithSGD([filters, bias], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.0, muon_lr=0.02,
+                      muon_momentum=0.95)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)
+    assert [g["lr"] for g in opt.param_groups] == [0.01, 0.05]
+    opt.load_state_dict(opt.state_dict())
+    opt.step()  # no gradients: nothing moves, but the schedule sees a step
+    schedule.step()
+    assert opt.muon.param_groups[0]["lr"] == 0.01 and opt.sgd.param_groups[0]["lr"] == 0.05
+
+
+def test_a_network_without_filters_is_refused_in_one_line(tmp_path, tiny_cifar, cli):
+    from conftest import one_line_error
+
+    args = ["fit", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--model.backbone=mlp_seed",
+            "--model.optimizer=muon", "--trainer.max_epochs=1"]
+    assert "optimizer=muon: the network has no convolution filters" in one_line_error(cli(args, tmp_path, check=False))
+
+
+def test_a_muon_run_trains_checkpoints_and_resumes(tmp_path, tiny_cifar, cli):
+    data = [f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, *SMALL_NET, "--model.optimizer=muon",
+            "--trainer.precision=32-true"]
+    cli(["fit", *data, "--trainer.max_epochs=1"], tmp_path)
+    first = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    state = first["optimizer_states"][0]
+    assert set(state) == {"muon", "sgd"} and state["muon"]["state"]  # Muon's momentum buffers are saved
+    cli(["fit", *data, "--trainer.max_epochs=2", "--ckpt_path=last"], tmp_path)
+    second = torch.load(tmp_path / "lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
+    assert second["global_step"] == 2 * first["global_step"]
+    moved = [k for k in first["state_dict"] if "features.0.weight" in k]
+    assert not torch.equal(first["state_dict"][moved[0]], second["state_dict"][moved[0]])  # the filters trained
