@@ -20,6 +20,8 @@ from lightning_cifar.loss_guard import NonFiniteLossGuard
 from lightning_cifar.optimizers import MuonWithSGD
 from lightning_cifar.schedules import lr_multiplier
 
+# Training images a backbone's data-set layers (a whitening layer) are computed from, as the speedruns.
+DATA_INIT_IMAGES = 5000
 # One image, so that the "Total Flops" of Lightning's model summary are per image.
 EXAMPLE_INPUT_SHAPE = (1, *registry.INPUT_SHAPE)
 
@@ -291,6 +293,14 @@ class Classifier(pl.LightningModule):
     def on_fit_start(self) -> None:
         if self.logger is not None:
             self.logger.log_metrics({"model/params": float(self.num_params)}, step=0)
+        # A backbone that sets layers from the data (a whitening layer) gets training images, as it will see
+        # them. After Lightning restored a checkpoint, so a resumed run keeps the layer it had.
+        initialise = getattr(self.backbone, "initialise_from_data", None)
+        dm = getattr(self.trainer, "datamodule", None)
+        train_set = getattr(dm, "train_set", None)
+        if callable(initialise) and train_set is not None:
+            with torch.no_grad():
+                initialise(self.input_norm(dm.to_float(train_set.images[:DATA_INIT_IMAGES].to(self.device))))
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

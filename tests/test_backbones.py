@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lightning_cifar import registry
@@ -118,3 +119,50 @@ def test_pool_position_first_pools_after_the_first_conv_of_each_block():
     assert kinds == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Conv2d", "BatchNorm2d", "ReLU",
                      "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Conv2d", "BatchNorm2d", "ReLU"]
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+# -- the speedruns' options: frozen whitening, dirac init, batch-norm settings ------------------------------
+
+
+def test_the_whitening_layer_decorrelates_the_patches_it_was_set_from():
+    from lightning_cifar.backbones.whitening import PatchWhitening
+
+    torch.manual_seed(0)
+    mix = torch.randn(3, 3)  # correlated colour channels
+    images = torch.einsum("ij,njhw->nihw", mix, torch.randn(200, 3, 16, 16))
+    layer = PatchWhitening(3, 3, eps=1e-6)
+    layer.initialise(images)
+    out = F.conv2d(images, layer.weight[: layer.out_channels // 2])  # no padding: whole patches only
+    flat = out.permute(0, 2, 3, 1).reshape(-1, out.shape[1])
+    covariance = flat.T @ flat / len(flat)
+    assert torch.allclose(covariance, torch.eye(27), atol=0.02)
+    assert not layer.weight.requires_grad and bool(layer.initialised)
+
+
+def test_whitening_counts_as_a_block_for_the_kernel_rule():
+    with pytest.raises(BackboneConfigError, match=r"whitening layer counts as one: whiten=3 < block 1's 5"):
+        registry.create("convpool", widths=[8, 16], kernels=[5, 3], whiten=3)
+    registry.create("convpool", widths=[8, 16], kernels=[3, 3], whiten=3)
+
+
+def test_dirac_starts_each_convolution_as_the_identity_and_norm_scale_can_be_frozen():
+    net = registry.create("convpool", widths=[8, 16], kernels=[3, 3], dirac=True, norm_scale=False, norm_momentum=0.4)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    x = torch.randn(2, 3, 6, 6)
+    assert torch.equal(F.conv2d(x, convs[0].weight[:3], padding=1), x)  # its first 3 filters pass the input on
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(not n.weight.requires_grad and n.bias.requires_grad and n.momentum == 0.4 for n in norms)
+
+
+def test_fit_sets_the_whitening_layer_once_and_a_resumed_run_keeps_it(tmp_path, tiny_cifar, cli):
+    from conftest import TINY_DATA_ARGS
+
+    net = ["--model.backbone=convpool", '--model.backbone_kwargs={"widths": [8, 16], "kernels": [3, 3], "whiten": 3}']
+    data = [f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, *net, "--trainer.precision=32-true"]
+    cli(["fit", *data, "--trainer.max_epochs=1"], tmp_path)
+    key = "backbone.features.0.weight"
+    first = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    assert bool(first["backbone.features.0.initialised"]) and first[key].abs().sum() > 0
+    cli(["fit", *data, "--trainer.max_epochs=2", "--ckpt_path=last", "--data.seed=7"], tmp_path)  # other images
+    second = torch.load(tmp_path / "lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    assert torch.equal(first[key], second[key])  # frozen, and not set again from the new split

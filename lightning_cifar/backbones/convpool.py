@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, Union
 
+import torch
 from torch import Tensor, nn
 
 from lightning_cifar import registry
 from lightning_cifar.backbones._factory import activation_layer, preset
+from lightning_cifar.backbones.whitening import PatchWhitening
 from lightning_cifar.errors import BackboneConfigError
 
 Width = Union[int, Sequence[int]]
@@ -73,6 +75,10 @@ class ConvPoolNet(nn.Module):
         dense: Sequence[int] = (),
         head_dropout: float = 0.0,
         in_channels: int = 3,
+        whiten: int = 0,
+        dirac: bool = False,
+        norm_momentum: float = 0.1,
+        norm_scale: bool = True,
     ) -> None:
         """
         Args:
@@ -96,6 +102,15 @@ class ConvPoolNet(nn.Module):
             dense: hidden sizes of dense layers in the head, before the classifier.
             head_dropout: dropout right before the classifier layer.
             in_channels: input channels.
+            whiten: kernel size of a frozen patch-whitening first layer set from the training
+                images before training (``lightning_cifar/backbones/whitening.py``), followed by
+                the activation; 0 for none. It counts as a block for the kernel rule: its kernel
+                is at least the first block's.
+            dirac: start each convolution as the identity on its first input channels (the rest
+                as PyTorch initialises them), as the speedruns do.
+            norm_momentum: batch norm's running-statistics momentum (PyTorch's convention: the
+                weight of the new batch; the speedruns use 0.4).
+            norm_scale: train batch norm's scale; false keeps it at 1 (only the shift trains).
         """
         super().__init__()
         if num_classes < 1:
@@ -119,8 +134,17 @@ class ConvPoolNet(nn.Module):
             if not 0.0 <= p < 1.0:
                 raise BackboneConfigError(f"dropout {p}: must be in [0, 1)")
 
+        if not 0.0 < norm_momentum <= 1.0:
+            raise BackboneConfigError(f"norm_momentum={norm_momentum}: must be in (0, 1]")
         layers: list[nn.Module] = []
         channels, size = in_channels, INPUT_SIZE
+        if whiten:
+            if kernels and kernels[0] > whiten:
+                raise BackboneConfigError(
+                    f"kernel sizes must not increase from block to block; the whitening layer counts as one:"
+                    f" whiten={whiten} < block 1's {kernels[0]}")
+            layers += [PatchWhitening(in_channels, whiten), activation_layer(activation)]
+            channels = layers[0].out_channels
         for b, (width, kernel, n_convs, drop) in enumerate(zip(widths, kernels, convs, drops), start=1):
             if kernel < 1 or kernel % 2 == 0:
                 raise BackboneConfigError(
@@ -145,9 +169,15 @@ class ConvPoolNet(nn.Module):
                 if int(w) < 1:
                     raise BackboneConfigError(f"block {b}: width {w} must be a positive number of filters")
                 out = max(1, round(int(w) * width_mult))
-                layers.append(nn.Conv2d(channels, out, kernel, padding=kernel // 2, bias=not norm))
+                conv = nn.Conv2d(channels, out, kernel, padding=kernel // 2, bias=not norm)
+                if dirac:
+                    with torch.no_grad():
+                        nn.init.dirac_(conv.weight[: min(out, channels)])
+                layers.append(conv)
                 if norm:
-                    layers.append(nn.BatchNorm2d(out))
+                    bn = nn.BatchNorm2d(out, momentum=norm_momentum)
+                    bn.weight.requires_grad_(norm_scale)
+                    layers.append(bn)
                 layers.append(activation_layer(activation))
                 if i == pool_at:
                     layers.append(nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2))
@@ -176,6 +206,13 @@ class ConvPoolNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
+
+    def initialise_from_data(self, images: Tensor) -> None:
+        """Set the whitening layer from training images (standardised, as the network sees them);
+        nothing to do without one, or once it is set (also when set by a loaded checkpoint)."""
+        first = self.features[0] if len(self.features) else None
+        if isinstance(first, PatchWhitening) and not bool(first.initialised):
+            first.initialise(images)
 
 
 cnn_base = preset(
