@@ -95,13 +95,13 @@ def conv_peak(dtype: torch.dtype, reps: int = 5) -> float:
     return 2 * 64 * 256 * 256 * 9 * 16 * 16 / best / 1e9
 
 
-def training_flops_per_image(backbone: str) -> float:
+def training_flops_per_image(backbone: str, kwargs: dict | None = None) -> float:
     """Forward + backward FLOPs for one image, counted by torch's FLOP counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from lightning_cifar import registry
 
-    net = registry.create(backbone)
+    net = registry.create(backbone, **(kwargs or {}))
     x = torch.randn(8, 3, 32, 32)
     with FlopCounterMode(display=False) as counter:
         net(x).sum().backward()

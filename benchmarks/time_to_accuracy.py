@@ -8,6 +8,13 @@ Each seed runs `lightning-cifar fit -c CONFIG` in a fresh process, as users run 
 every training epoch the test set is evaluated (lightning_cifar.timing.EpochTestAccuracy);
 the wall clock starts when the process is launched (start-up counts) and leaves out the time
 of these extra test evaluations, which a normal run does not do.
+
+Machines differ in speed, so next to the wall times it reports what does not depend on the
+machine: the speed of the plain tutorial training loop (benchmarks/throughput.py's, `cnn_base`)
+measured in the same run, before and after the seeds; the training FLOPs spent until each target
+(forward + backward per image, counted by torch, times the images trained on); and the share of
+the machine's measured peak (the better of a large matmul and a 3x3 convolution, in the run's
+precision) that the training reached.
 """
 
 from __future__ import annotations
@@ -22,7 +29,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import throughput  # noqa: E402  (the tutorial loop, the peaks and the FLOP count, shared with that benchmark)
 
 
 def run_seed(config: str, seed: int, args: argparse.Namespace) -> dict:
@@ -44,8 +56,18 @@ def run_seed(config: str, seed: int, args: argparse.Namespace) -> dict:
         if proc.returncode != 0 or not out.is_file():
             raise SystemExit(f"seed {seed} failed:\n{proc.stderr[-3000:]}")
         epochs = [json.loads(line) for line in out.read_text().splitlines()]
+        config = yaml.safe_load(next(Path(tmp).glob("lightning_logs/version_*/config.yaml")).read_text())
     return {"seed": seed, "epochs": epochs, "process_wall_s": total,
-            "fit_wall_s": total - epochs[-1]["eval_s"]}
+            "fit_wall_s": total - epochs[-1]["eval_s"], "config": config}
+
+
+def reference_rate(args: argparse.Namespace) -> float | None:
+    """img/s of the plain tutorial training loop (cnn_base, fp32, DataLoader workers) on this machine, now."""
+    if not args.reference_steps:
+        return None
+    ns = argparse.Namespace(data_dir=str(Path(args.data_dir).resolve()), batch_size=256, steps=args.reference_steps,
+                            workers=2, threads=None)
+    return throughput.run_training("tutorial", "cnn_base", ns)["images_per_s"]
 
 
 def first_reaching(epochs: list[dict], target: float) -> dict | None:
@@ -59,12 +81,15 @@ def main() -> None:
     parser.add_argument("--targets", type=float, nargs="+", default=[0.7315, 0.90, 0.94])
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "cifar10"))
     parser.add_argument("--json", help="also write all measurements to this file")
+    parser.add_argument("--reference-steps", type=int, default=40,
+                        help="steps of the tutorial loop measured before and after the seeds (0: skip)")
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
     args.extra = argv[split + 1:]  # more lightning-cifar arguments, after --
 
     print(f"config {args.config}, seeds {args.seeds}, load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    rate_before = reference_rate(args)
     runs = []
     for seed in args.seeds:
         run = run_seed(args.config, seed, args)
@@ -72,24 +97,40 @@ def main() -> None:
         curve = " ".join(f"{e['test_acc']:.4f}@{e['train_wall_s']:.0f}s" for e in run["epochs"])
         print(f"seed {seed}: fit {run['fit_wall_s']:.1f} s (without the per-epoch test passes); test acc per epoch: {curve}",
               flush=True)
-    print(f"load average after: {os.getloadavg()[0]:.2f}\n")
+    rate_after = reference_rate(args)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    if rate_before is not None:
+        print(f"the tutorial training loop on this machine (cnn_base, fp32, {args.reference_steps} steps):"
+              f" {rate_before:,.0f} img/s before the seeds, {rate_after:,.0f} after")
+    config = runs[0]["config"]
+    model = config["model"]
+    flops_per_image = throughput.training_flops_per_image(model["backbone"], model.get("backbone_kwargs") or {})
+    dtype = torch.bfloat16 if "bf16" in str(config["trainer"].get("precision")) else torch.float32
+    peak = max(throughput.matmul_peak(dtype), throughput.conv_peak(dtype)) * 1e9
+    print(f"training: {flops_per_image / 1e6:.1f} MFLOP per image (forward + backward); this machine's peak in"
+          f" {dtype}: {peak / 1e9:.0f} GFLOP/s\n")
 
     finals = [r["epochs"][-1]["test_acc"] for r in runs]
     fits = [r["fit_wall_s"] for r in runs]
     spread = lambda xs: f"{statistics.mean(xs):.4f} +- {statistics.stdev(xs):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
-    print(f"{'target':>8} {'seeds reaching':>15} {'epoch (mean)':>13} {'wall s (mean)':>14} {'wall s (min-max)':>17}")
+    print(f"{'target':>8} {'seeds reaching':>15} {'epoch (mean)':>13} {'wall s (mean)':>14} {'wall s (min-max)':>17}"
+          f" {'PFLOP':>7} {'% of peak':>10}")
     for target in args.targets:
         hits = [h for h in (first_reaching(r["epochs"], target) for r in runs) if h is not None]
         if hits:
             walls = [h["train_wall_s"] for h in hits]
+            spent = [h["train_images"] * flops_per_image for h in hits]
+            share = statistics.mean(f / w / peak for f, w in zip(spent, walls))
             print(f"{target:>8.2%} {len(hits):>9}/{len(runs):<5} {statistics.mean(h['epoch'] for h in hits):>13.1f} "
-                  f"{statistics.mean(walls):>14.1f} {min(walls):>8.1f}-{max(walls):<8.1f}")
+                  f"{statistics.mean(walls):>14.1f} {min(walls):>8.1f}-{max(walls):<8.1f}"
+                  f" {statistics.mean(spent) / 1e15:>7.3f} {100 * share:>9.1f}%")
         else:
-            print(f"{target:>8.2%} {0:>9}/{len(runs):<5} {'-':>13} {'-':>14} {'-':>17}")
+            print(f"{target:>8.2%} {0:>9}/{len(runs):<5} {'-':>13} {'-':>14} {'-':>17} {'-':>7} {'-':>10}")
     print(f"\nfinal test accuracy: {spread(finals)} (mean +- std over {len(runs)} seeds); "
           f"fit wall time {statistics.mean(fits):.1f} s (min {min(fits):.1f}, max {max(fits):.1f})")
     if args.json:
-        Path(args.json).write_text(json.dumps({"config": args.config, "runs": runs}, indent=1))
+        Path(args.json).write_text(json.dumps({"config": args.config, "runs": runs, "tutorial_img_s": [rate_before, rate_after],
+                                               "train_flops_per_image": flops_per_image, "peak_flops": peak}, indent=1))
 
 
 if __name__ == "__main__":

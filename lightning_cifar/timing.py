@@ -121,6 +121,7 @@ class EpochTestAccuracy(pl.Callback):
         if trainer.is_global_zero:
             _append_json(self.output, {
                 "epoch": trainer.current_epoch + 1,
+                "train_images": trainer.global_step * dm.batch_size,  # whole batches only: the loader drops the rest
                 "test_acc": round(accuracy, 5),
                 "train_wall_s": round(time.time() - self.start_time - self.eval_seconds, 2),
                 "eval_s": round(self.eval_seconds, 2),

@@ -26,6 +26,8 @@ def test_epoch_test_accuracy_matches_a_real_test_run(tmp_path, tiny_dm):
     t.fit(model, tiny_dm)
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
+    steps = len(tiny_dm.train_dataloader())
+    assert [r["train_images"] for r in records] == [steps * tiny_dm.batch_size, 2 * steps * tiny_dm.batch_size]
     assert records[0]["train_wall_s"] < records[1]["train_wall_s"]
     tested = t.test(model, tiny_dm, verbose=False)[0]["test/acc"]
     assert records[-1]["test_acc"] == pytest.approx(tested, abs=1e-5)
