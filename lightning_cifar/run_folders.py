@@ -33,16 +33,22 @@ class Found:
     why: str
 
 
+def version_number(folder: Path) -> Optional[int]:
+    """N of a ``version_N`` run folder; None for any other name."""
+    digits = folder.name[len("version_"):]
+    return int(digits) if folder.name.startswith("version_") and digits.isdigit() else None
+
+
 def run_checkpoint_dirs(root: Path) -> list[Path]:
     """Every run's checkpoint folder under ``root``, the run that wrote a checkpoint last first:
     ``lightning_logs/version_N/checkpoints``, and ``checkpoints`` (a run with ``--trainer.logger=false``)."""
-    runs = [d for d in (root / LOG_DIR_NAME).glob("version_*/checkpoints") if d.parent.name[8:].isdigit()]
+    runs = [d for d in (root / LOG_DIR_NAME).glob("version_*/checkpoints") if version_number(d.parent) is not None]
     runs += [root / UNLOGGED_DIR_NAME]
     newest = {d: max((p.stat().st_mtime_ns for p in d.glob("*.ckpt")), default=None) for d in runs if d.is_dir()}
     written = [d for d, t in newest.items() if t is not None]
     # Ties (copied folders, coarse clocks) go to the higher version number.
-    version = lambda d: int(d.parent.name[8:]) if d.parent.name.startswith("version_") else -1  # noqa: E731
-    return sorted(written, key=lambda d: (newest[d], version(d)), reverse=True)
+    rank = {d: version_number(d.parent) for d in written}
+    return sorted(written, key=lambda d: (newest[d], -1 if rank[d] is None else rank[d]), reverse=True)
 
 
 def describe_run(ckpt_dir: Path, root: Path) -> str:
@@ -106,3 +112,17 @@ def find_checkpoint(alias: str, root: Path) -> Optional[Found]:
             if found is not None:
                 return Found(found.path, f"{found.why}; {describe_run(ckpt_dir, root)}, the newest run with one")
     return None
+
+
+def claim_version(folder: Path) -> int:
+    """The next ``version_N`` under ``folder``, created here: ``mkdir`` fails for all but one of several
+    processes that want the same N, so two runs started at the same moment never share a folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    taken = [n for n in map(version_number, folder.glob("version_*")) if n is not None]
+    version = max(taken, default=-1) + 1
+    while True:
+        try:
+            (folder / f"version_{version}").mkdir()
+            return version
+        except FileExistsError:
+            version += 1

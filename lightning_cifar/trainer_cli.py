@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -28,13 +27,20 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 from lightning_cifar.callbacks import LatestCheckpoint, PredictionsCSV
 from lightning_cifar.checkpoint_io import AtomicCheckpointIO, check_checkpoint
 from lightning_cifar.cli import DEBUG_ENV, PROG
-from lightning_cifar.config_files import read_yaml
 from lightning_cifar.data import CIFAR10DataModule
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.evaluation_report import ClassificationReport
 from lightning_cifar.memory_check import check_memory
 from lightning_cifar.model import Classifier, check_weights_fit, checkpoint_normalize
-from lightning_cifar.run_folders import CHECKPOINT_FILENAME, LOG_DIR_NAME, MONITOR, UNLOGGED_DIR_NAME, find_checkpoint
+from lightning_cifar.checkpoint_settings import explicit_model_keys, plain, reconcile_model_settings
+from lightning_cifar.run_folders import (
+    CHECKPOINT_FILENAME,
+    LOG_DIR_NAME,
+    MONITOR,
+    UNLOGGED_DIR_NAME,
+    claim_version,
+    find_checkpoint,
+)
 
 # Checkpoint aliases Lightning itself understands; left to it.
 LIGHTNING_ALIASES = ("hpc", "registry")
@@ -134,20 +140,6 @@ def _as_list(value: Any) -> list[Any]:
 RUN_VERSION_ENV = "LIGHTNING_CIFAR_RUN_VERSION"
 
 
-def claim_version(folder: Path) -> int:
-    """The next ``version_N`` under ``folder``, created here: ``mkdir`` fails for all but one of several
-    processes that want the same N, so two runs started at the same moment never share a folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    taken = [int(d.name[8:]) for d in folder.glob("version_*") if d.name[8:].isdigit()]
-    version = max(taken, default=-1) + 1
-    while True:
-        try:
-            (folder / f"version_{version}").mkdir()
-            return version
-        except FileExistsError:
-            version += 1
-
-
 def default_logger(root: str) -> Any:
     """Lightning's default logger (TensorBoard, ``ROOT/lightning_logs/version_N``), its folder claimed
     atomically instead of found by listing, which two runs starting together both see as free."""
@@ -173,53 +165,6 @@ def trainer_refusal(trainer: dict[str, Any], exc: Exception) -> str:
         return (f"--trainer.accelerator={accelerator}: this machine has no GPU that PyTorch can use"
                 " (torch.cuda.is_available() is False); use --trainer.accelerator=cpu or auto")
     return f"the trainer settings were refused by Lightning: {' '.join(str(exc).split())}"
-
-
-# Model settings that change how a network runs, not what it is or how it trains: given on the command
-# line, they win over a checkpoint's. Every other model setting comes from the checkpoint.
-RUNTIME_MODEL_KEYS = ("tta", "channels_last", "compile")
-
-
-def explicit_model_keys(args: Any, subcommand: str) -> set[str]:
-    """The ``model`` settings the user gave (on the command line or in a ``-c`` file), as opposed to defaults."""
-    words = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
-    keys = set()
-    for i, word in enumerate(words):
-        if word.startswith("--model."):
-            keys.add(word[len("--model."):].split("=", 1)[0].split(".", 1)[0])
-        path = words[i + 1] if word in ("-c", "--config") and i + 1 < len(words) else (
-            word.split("=", 1)[1] if word.startswith("--config=") else None)
-        if path and Path(path).is_file():
-            loaded = read_yaml(path) or {}
-            section = loaded.get(subcommand, loaded) if isinstance(loaded, dict) else {}
-            model = section.get("model") if isinstance(section, dict) else None
-            keys.update(model if isinstance(model, dict) else ())
-    if isinstance(args, dict):
-        keys.update((args.get("model") or {}).keys())
-    return keys
-
-
-def _plain(value: Any) -> Any:
-    return value.as_dict() if isinstance(value, Namespace) else value
-
-
-def reconcile_model_settings(given: Any, stored: dict[str, Any], explicit: set[str], label: str) -> dict[str, Any]:
-    """A run from a checkpoint takes the checkpoint's model settings. One the user gave that differs is
-    refused (it would be silently replaced), except the runtime ones, which are honoured; the settings
-    the checkpoint changed are listed. Returns the runtime settings to put back over the checkpoint's."""
-    differs = {k: v for k, v in stored.items() if k in given and _plain(given[k]) != _plain(v)}
-    conflicts = sorted(k for k in differs if k in explicit and k not in RUNTIME_MODEL_KEYS)
-    if conflicts:
-        k = conflicts[0]
-        raise LightningCifarError(
-            f"{label}: --model.{k}={_plain(given[k])} differs from the checkpoint's {k}={_plain(stored[k])}; a run"
-            f" from a checkpoint keeps the checkpoint's model settings (only {', '.join(RUNTIME_MODEL_KEYS)} may"
-            " change): drop the option, or start a new fit")
-    taken = {k: v for k, v in differs.items() if k not in explicit}
-    if taken:
-        rank_zero_info(f"{label}: model settings from the checkpoint: "
-                       + ", ".join(f"{k}={_plain(v)}" for k, v in sorted(taken.items())))
-    return {k: _plain(given[k]) for k in explicit & set(RUNTIME_MODEL_KEYS) if k in given}
 
 
 class CifarCLI(LightningCLI):
@@ -298,7 +243,7 @@ class CifarCLI(LightningCLI):
         # Here, with the model settings final (the checkpoint's applied) and nothing built yet.
         if config.get("check_memory", True):
             training = subcommand == "fit"
-            check_memory(_plain(config["model"]), config["data"]["batch_size" if training else "eval_batch_size"],
+            check_memory(plain(config["model"]), config["data"]["batch_size" if training else "eval_batch_size"],
                          training, str(config["trainer"].get("accelerator") or "auto"))
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:

@@ -332,7 +332,7 @@ def test_the_output_check_leaves_the_module_and_the_random_stream_as_they_were()
 def test_runs_that_start_together_claim_different_folders(tmp_path):
     import threading
 
-    from lightning_cifar.trainer_cli import claim_version
+    from lightning_cifar.run_folders import claim_version
 
     (tmp_path / "version_0").mkdir()  # an earlier run
     start, claimed = threading.Barrier(8), []
