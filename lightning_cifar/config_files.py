@@ -67,7 +67,8 @@ def check_cli_config_files(argv: Sequence[str]) -> None:
             raise LightningCifarError(f"config {path} is empty; a config file maps options to values,"
                                       " e.g. 'trainer: {max_epochs: 5}' (lightning-cifar fit --print_config shows all)")
         if not isinstance(config, dict):
-            raise LightningCifarError(f"config {path} holds a {type(config).__name__}, not a mapping of options to values,"
-                                      " e.g. 'trainer: {max_epochs: 5}' (lightning-cifar fit --print_config shows all)")
+            raise LightningCifarError(f"config {path} holds a {type(config).__name__}, not a mapping of options to"
+                                      " values, e.g. 'trainer: {max_epochs: 5}' (lightning-cifar fit --print_config"
+                                      " shows all)")
         for key in _dotted_keys(config):
             _moved(key, path)

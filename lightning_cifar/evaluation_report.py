@@ -198,7 +198,8 @@ class ClassificationReport(pl.Callback):
         if isinstance(mistakes, bool) or not isinstance(mistakes, int) or mistakes < 0:
             raise LightningCifarError(f"report.mistakes={mistakes!r}: must be 0 or a positive number of images")
         if isinstance(calibration_bins, bool) or not isinstance(calibration_bins, int) or calibration_bins < 1:
-            raise LightningCifarError(f"report.calibration_bins={calibration_bins!r}: must be a positive number of bins")
+            raise LightningCifarError(
+                f"report.calibration_bins={calibration_bins!r}: must be a positive number of bins")
         self.enabled, self.mistakes, self.bins = enabled, mistakes, calibration_bins
         self._probs: list[Tensor] = []
         self._targets: list[Tensor] = []

@@ -70,7 +70,8 @@ def output_path(ckpt_path: str, fmt: str, output: Optional[str], overwrite: bool
                 f"--output={output} is the checkpoint being exported; choose another file name"
             )
     if path.is_dir():
-        raise LightningCifarError(f"--output={path} is a folder; give the file to write, e.g. --output={path / ckpt.with_suffix(FORMATS[fmt]).name}")
+        example = path / ckpt.with_suffix(FORMATS[fmt]).name
+        raise LightningCifarError(f"--output={path} is a folder; give the file to write, e.g. --output={example}")
     if path.exists() and not overwrite:
         raise LightningCifarError(f"{path} already exists; pass --overwrite to replace it, or choose --output")
     return path

@@ -19,16 +19,18 @@ import torch
 from lightning_cifar import registry
 from lightning_cifar.errors import LightningCifarError
 
+
 @dataclass(frozen=True)
 class Footprint:
     params: int
-    activations_per_image: int  # numbers every layer outputs for one image
+    activations_per_image: int  # numbers all layers output for one image: training keeps them for the backward
+    largest_per_image: int  # the largest single layer output: the least inference has to hold at once
 
     def training_bytes(self, batch_size: int) -> int:
         return self.params * 4 * 3 + self.activations_per_image * batch_size * 2
 
     def inference_bytes(self, batch_size: int) -> int:
-        return self.params * 4 + max(1, self.activations_per_image // 8) * batch_size * 2
+        return self.params * 4 + self.largest_per_image * batch_size * 2
 
 
 def footprint(backbone: str, kwargs: dict[str, Any], num_classes: int = 10) -> Optional[Footprint]:
@@ -36,11 +38,11 @@ def footprint(backbone: str, kwargs: dict[str, Any], num_classes: int = 10) -> O
     network cannot be built or run there (a plugin doing something the meta device cannot)."""
     try:
         net = registry.create_shapes_only(backbone, num_classes=num_classes, **kwargs)
-        outputs = 0
+        sizes: list[int] = []
 
         def count(module: Any, inputs: Any, output: Any) -> None:
-            nonlocal outputs
-            outputs += output.numel() if isinstance(output, torch.Tensor) else 0
+            if isinstance(output, torch.Tensor):
+                sizes.append(output.numel())
 
         leaves = [m for m in net.modules() if not any(True for _ in m.children())]
         handles = [m.register_forward_hook(count) for m in leaves]
@@ -50,11 +52,11 @@ def footprint(backbone: str, kwargs: dict[str, Any], num_classes: int = 10) -> O
         finally:
             for handle in handles:
                 handle.remove()
-    except LightningCifarError:
-        return None  # an unknown or broken backbone is reported where the model is built
-    except Exception:  # noqa: BLE001 - the meta device cannot run every module; then we cannot say
+    # An unknown or broken backbone is reported where the model is built, in its own words; and the meta
+    # device cannot run every module a plugin may use. Either way there is no estimate.
+    except Exception:  # noqa: BLE001
         return None
-    return Footprint(sum(p.numel() for p in net.parameters()), outputs)
+    return Footprint(sum(p.numel() for p in net.parameters()), sum(sizes), max(sizes, default=0))
 
 
 def available_bytes(accelerator: str) -> tuple[int, str]:
@@ -80,7 +82,8 @@ def check_memory(model: dict[str, Any], batch_size: int, training: bool, acceler
     if need <= have:
         return
     gib = 2**30
+    kwargs = dict(model.get("backbone_kwargs") or {})
     raise LightningCifarError(
-        f"model.backbone={model.get('backbone')} {dict(model.get('backbone_kwargs') or {})}: {found.params:,} parameters;"
+        f"model.backbone={model.get('backbone')} {kwargs}: {found.params:,} parameters;"
         f" {'training' if training else 'running'} it on batches of {batch_size} needs at least {need / gib:.1f} GiB,"
         f" more than {where} ({have / gib:.1f} GiB); choose a smaller network or batch, or pass --check_memory=false")

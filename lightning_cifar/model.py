@@ -35,7 +35,8 @@ def tta_mode(tta: Union[bool, str]) -> str:
     if tta is True or tta is False:
         return "mirror" if tta else "none"
     if tta not in TTA_CHOICES:
-        raise LightningCifarError(f"tta={tta!r}: allowed values are {', '.join(map(repr, TTA_CHOICES))} (or true/false)")
+        allowed = ", ".join(map(repr, TTA_CHOICES))
+        raise LightningCifarError(f"tta={tta!r}: allowed values are {allowed} (or true/false)")
     return str(tta)
 
 
@@ -350,9 +351,9 @@ def check_weights_fit(checkpoint: dict[str, Any], label: str) -> None:
         shape = lambda t: "x".join(map(str, t.shape)) or "scalar"  # noqa: E731
         problem = f"backbone.{k} is {shape(weights[k])} in the file, {shape(expected[k])} in {described}"
     elif missing or extra:
-        problem = (f"missing backbone.{missing[0]}" if missing else f"unexpected backbone.{extra[0]}") + f" for {described}"
+        which = f"missing backbone.{missing[0]}" if missing else f"unexpected backbone.{extra[0]}"
+        problem = f"{which} for {described}"
     else:
         return
     raise LightningCifarError(f"{label}: its weights do not fit the network its hyperparameters describe ({problem});"
                               " the file was altered or written by another program")
-

@@ -26,13 +26,13 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
 from lightning_cifar.callbacks import LatestCheckpoint, PredictionsCSV
 from lightning_cifar.checkpoint_io import AtomicCheckpointIO, check_checkpoint
+from lightning_cifar.checkpoint_settings import explicit_model_keys, plain, reconcile_model_settings
 from lightning_cifar.cli import DEBUG_ENV, PROG
 from lightning_cifar.data import CIFAR10DataModule
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.evaluation_report import ClassificationReport
 from lightning_cifar.memory_check import check_memory
 from lightning_cifar.model import Classifier, check_weights_fit, checkpoint_normalize
-from lightning_cifar.checkpoint_settings import explicit_model_keys, plain, reconcile_model_settings
 from lightning_cifar.run_folders import (
     CHECKPOINT_FILENAME,
     LOG_DIR_NAME,

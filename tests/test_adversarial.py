@@ -240,7 +240,11 @@ def test_config_files_that_are_not_a_mapping_name_the_file(tmp_path, cli, conten
 # -- plugins ---------------------------------------------------------------------------------------
 
 EXITS_AT_IMPORT = "import sys\nsys.exit(3)\n"
-TUPLE_WHEN_TRAINING = """
+
+
+def plugin_net(forward: str) -> str:
+    """The source of a plugin module whose network returns ``forward`` (an expression of x and logits)."""
+    return f"""
     from torch import nn
 
     class Net(nn.Module):
@@ -250,25 +254,16 @@ TUPLE_WHEN_TRAINING = """
 
         def forward(self, x):
             logits = self.body(x)
-            return (logits, x.mean()) if self.training else logits  # an auxiliary output, in training only
+            return {forward}
 
     def build(num_classes=10):
         return Net(num_classes)
 """
-SHAPE_FROM_BATCH_SIZE = """
-    from torch import nn
 
-    class Net(nn.Module):
-        def __init__(self, num_classes=10):
-            super().__init__()
-            self.body = nn.Sequential(nn.Flatten(), nn.Linear(3072, num_classes))
 
-        def forward(self, x):
-            return self.body(x)[:2]  # written for batches of two
-
-    def build(num_classes=10):
-        return Net(num_classes)
-"""
+# An auxiliary output in training only; an output written for batches of two.
+TUPLE_WHEN_TRAINING = plugin_net("(logits, x.mean()) if self.training else logits")
+SHAPE_FROM_BATCH_SIZE = plugin_net("logits[:2]")
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ class PatchWhitening(nn.Module):
     def __init__(self, in_channels: int, kernel: int, eps: float = 5e-4) -> None:
         super().__init__()
         if kernel < 1 or kernel % 2 == 0:
-            raise BackboneConfigError(f"whiten={kernel}: the whitening kernel must be a positive odd number (same padding)")
+            raise BackboneConfigError(
+                f"whiten={kernel}: the whitening kernel must be a positive odd number (same padding)")
         self.kernel, self.eps = kernel, eps
         self.out_channels = 2 * in_channels * kernel * kernel
         self.weight = nn.Parameter(torch.zeros(self.out_channels, in_channels, kernel, kernel), requires_grad=False)

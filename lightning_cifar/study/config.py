@@ -317,8 +317,8 @@ def parse_study(data: Any, source: str = "<study>") -> StudyConfig:
         _require(path.is_file(), f"anchors[{i}]: config {a['config']} does not exist", source)
         reported = a.get("reported")
         _require(reported is None or isinstance(reported, (int, float)), f"anchors[{i}].reported: a number", source)
-        anchors.append(Anchor(str(a["label"]), os.path.normpath(path), _seeds(a.get("seeds", list(seeds)), f"anchors[{i}].seeds",
-                                                                  source), reported))
+        anchor_seeds = _seeds(a.get("seeds", list(seeds)), f"anchors[{i}].seeds", source)
+        anchors.append(Anchor(str(a["label"]), os.path.normpath(path), anchor_seeds, reported))
 
     notes = data.get("notes") or []
     _require(isinstance(notes, list) and all(isinstance(n, str) for n in notes), "'notes' must be a list of text",
