@@ -156,7 +156,7 @@ def data_pipeline_rates(data_dir: str, batch_size: int, batches: int, workers: i
 def run_training(pipeline: str, backbone: str, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "throughput.jsonl"
-        if pipeline in ("ours", "ours+compile"):
+        if pipeline in ("ours", "ours+compile", "ours-fixed-threads"):
             cmd = [
                 sys.executable, "-m", "lightning_cifar", "fit", f"--model.backbone={backbone}",
                 f"--data.data_dir={args.data_dir}", f"--data.batch_size={args.batch_size}",
@@ -165,6 +165,8 @@ def run_training(pipeline: str, backbone: str, args: argparse.Namespace) -> dict
                 "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={tmp}",
                 "--trainer.callbacks+=lightning_cifar.timing.Throughput", f"--trainer.callbacks.output={out}",
                 f"--model.compile={pipeline == 'ours+compile'}",
+                # Version 0.3's default follows the load (lightning_cifar/threads.py); this keeps torch's count.
+                f"--threads.enabled={pipeline != 'ours-fixed-threads'}",
             ]
         else:
             cmd = [sys.executable, __file__, "--worker", "tutorial", "--backbone", backbone,
@@ -190,6 +192,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the training processes (default: torch's)")
     parser.add_argument("--compile", default="cnn_base",
                         help="backbones also measured with --model.compile=true (comma-separated; '' for none)")
+    parser.add_argument("--fixed-threads-too", action="store_true",
+                        help="also measure ours with torch's fixed thread count (--threads.enabled=false), alternating")
     parser.add_argument("--contention", action="store_true",
                         help="keep one core busy with another process during the measurements")
     parser.add_argument("--worker", choices=["tutorial"], help=argparse.SUPPRESS)
@@ -229,6 +233,7 @@ def main() -> None:
         for backbone in args.backbones.split(","):
             flops = training_flops_per_image(backbone)
             pipelines = ["ours", "tutorial"] + (["ours+compile"] if backbone in args.compile.split(",") else [])
+            pipelines += ["ours-fixed-threads"] if args.fixed_threads_too else []
             runs: dict[str, list[dict]] = {p: [] for p in pipelines}
             for _ in range(args.reps):
                 for pipeline in pipelines:
@@ -238,6 +243,9 @@ def main() -> None:
             gf = {p: med[p] * flops / 1e9 for p in med}
             pct = {p: 100 * gf[p] / peaks.get(prec[p], peaks["32-true"]) for p in med}
             compiled = f"   with torch.compile: {med['ours+compile']:,.0f} img/s" if "ours+compile" in med else ""
+            if "ours-fixed-threads" in med:
+                compiled += (f"   fixed threads: {med['ours-fixed-threads']:,.0f} img/s"
+                             f" (ours/fixed {med['ours'] / med['ours-fixed-threads']:.2f}x)")
             print(f"{backbone:<10} {med['ours']:>11,.0f} {med['tutorial']:>9,.0f} {med['ours'] / med['tutorial']:>5.1f}x "
                   f"{gf['ours']:>13.1f} {pct['ours']:>6.1f}% {gf['tutorial']:>12.1f} {pct['tutorial']:>6.1f}%{compiled}",
                   flush=True)

@@ -41,11 +41,13 @@ from lightning_cifar.run_folders import (
     claim_version,
     find_checkpoint,
 )
+from lightning_cifar.threads import ThreadsForLoad
 
 # Checkpoint aliases Lightning itself understands; left to it.
 LIGHTNING_ALIASES = ("hpc", "registry")
 # Callbacks every run gets, each configurable under its own key (--checkpoint.save_top_k=3, ...).
-CALLBACK_GROUPS = {"checkpoint": LatestCheckpoint, "predictions": PredictionsCSV, "report": ClassificationReport}
+CALLBACK_GROUPS = {"checkpoint": LatestCheckpoint, "predictions": PredictionsCSV, "report": ClassificationReport,
+                   "threads": ThreadsForLoad}
 CHECKPOINT_DEFAULTS = {
     "checkpoint.monitor": MONITOR,
     "checkpoint.mode": "max",

@@ -154,6 +154,18 @@ def test_dirac_starts_each_convolution_as_the_identity_and_norm_scale_can_be_fro
     assert all(not n.weight.requires_grad and n.bias.requires_grad and n.momentum == 0.4 for n in norms)
 
 
+def test_head_scale_multiplies_the_logits_and_must_be_positive():
+    torch.manual_seed(0)
+    plain = registry.create("convpool", widths=[8, 16], kernels=[3, 3])
+    scaled = registry.create("convpool", widths=[8, 16], kernels=[3, 3], head_scale=1 / 9)
+    scaled.load_state_dict(plain.state_dict())  # the factor is not a weight: checkpoints stay interchangeable
+    x = torch.randn(4, 3, 32, 32)
+    plain.eval(), scaled.eval()
+    torch.testing.assert_close(scaled(x), plain(x) / 9)
+    with pytest.raises(BackboneConfigError, match=r"head_scale=0: must be > 0"):
+        registry.create("convpool", widths=[8], kernels=[3], head_scale=0)
+
+
 def test_fit_sets_the_whitening_layer_once_and_a_resumed_run_keeps_it(tmp_path, tiny_cifar, cli):
     from conftest import TINY_DATA_ARGS
 

@@ -64,3 +64,19 @@ def test_a_muon_run_trains_checkpoints_and_resumes(tmp_path, tiny_cifar, cli):
     assert second["global_step"] == 2 * first["global_step"]
     moved = [k for k in first["state_dict"] if "features.0.weight" in k]
     assert not torch.equal(first["state_dict"][moved[0]], second["state_dict"][moved[0]])  # the filters trained
+
+
+def test_lightnings_ema_callback_trains_saves_the_average_and_resumes(tmp_path, tiny_cifar, cli):
+    """EMA of the weights is Lightning's own callback (the speedruns' weight averaging): our model must work with
+    it, so that ``--trainer.callbacks+=EMAWeightAveraging`` is all a user needs."""
+    data = [f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, *SMALL_NET, "--trainer.precision=32-true",
+            "--trainer.callbacks+=EMAWeightAveraging", "--trainer.callbacks.decay=0.5"]
+    cli(["fit", *data, "--trainer.max_epochs=1"], tmp_path)
+    first = torch.load(tmp_path / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+    key = next(k for k in first["state_dict"] if k.endswith("features.0.weight"))
+    assert not torch.equal(first["state_dict"][key], first["current_model_state"][key])  # the average is saved
+    cli(["fit", *data, "--trainer.max_epochs=2", "--ckpt_path=last"], tmp_path)
+    second = torch.load(tmp_path / "lightning_logs/version_1/checkpoints/last.ckpt", weights_only=True)
+    assert second["global_step"] == 2 * first["global_step"]
+    result = cli(["test", *data[:-2], "--ckpt_path=last"], tmp_path)
+    assert "test/acc" in result.stdout

@@ -216,6 +216,12 @@ def test_paired_bootstrap_on_known_differences():
     # Pairing: the same difference on images both get right or wrong together is tighter than unpaired noise.
     unpaired_se = math.sqrt(a.mean() * (1 - a.mean()) / a.size + b.mean() * (1 - b.mean()) / b.size)
     assert (c.high - c.low) / 2 < 1.96 * unpaired_se
+    # No resample crossed zero: p is the bootstrap's floor, and the report writes Holm's multiple of it as a bound.
+    assert c.p_at_floor and c.p == 1 / 2000 and not same.p_at_floor
+    from lightning_cifar.study.report import Step, adjusted_p_text
+
+    assert adjusted_p_text(Step("width", None, None, c, adjusted_p=12 * c.p)) == "Holm-adjusted p ≤ 0.006"
+    assert adjusted_p_text(Step("width", None, None, same, adjusted_p=1.0)) == "Holm-adjusted p = 1.000"
 
 
 def test_holm_matches_hand_computed_values():

@@ -23,6 +23,7 @@ from lightning_cifar.study.config import Axis, StudyConfig
 from lightning_cifar.study.plan import ANCHOR_AXIS, BASELINE_AXIS, BUDGET_AXIS, Run, base_key, choose
 from lightning_cifar.study.runner import PREDICTIONS, RESULT_VERSION, TEST_LABELS, load_results
 from lightning_cifar.study.stats import (
+    BOOTSTRAP_RESAMPLES,
     Comparison,
     Estimate,
     holm,
@@ -226,9 +227,16 @@ def fit_sentence(axis: Axis, groups: list[Group]) -> Optional[str]:
     return text + f"; a line fits the points (lack-of-fit F test {p_text(fit.lack_of_fit_p)})."
 
 
+def adjusted_p_text(step: "Step") -> str:
+    # No resample crossed zero: the raw p is only known to be under the bootstrap's resolution, and Holm's
+    # multiplied value an upper bound, not an estimate.
+    bound = "≤" if step.comparison.p_at_floor else "="
+    return f"Holm-adjusted p {bound} {step.adjusted_p:.3f}"
+
+
 def step_lines(steps: list[Step]) -> list[str]:
     return [f"- {s.a.value} → {s.b.value}: {pts(s.comparison.value)} ({interval(s.comparison)}; "
-            f"Holm-adjusted {p_text(s.adjusted_p)}): {verdict(s.comparison, s.adjusted_p)}." for s in steps]
+            f"{adjusted_p_text(s)}): {verdict(s.comparison, s.adjusted_p)}." for s in steps]
 
 
 def matched_compute(results: Results, study: StudyConfig, steps_by_axis: dict[str, list[Group]]) -> list[str]:
@@ -615,9 +623,11 @@ def write_report(out: Path, study: StudyConfig, plan: list[Run], command: str = 
               "```json", json.dumps(study.recipe, indent=1, sort_keys=True), "```", "",
               "Statistics: a point's accuracy is the mean over its seeds with a t-interval over seeds; next to it, the "
               f"test set's own sampling error (binomial, 95 %, {n_images:,} images), which more seeds do not shrink. "
-              "A difference between two configurations is tested paired over the same test images: 2,000 bootstrap "
+              f"A difference between two configurations is tested paired over the same test images: "
+              f"{BOOTSTRAP_RESAMPLES:,} bootstrap "
               "resamples of the test images (the same draw for both) and, independently, of each side's seeds; the "
-              "interval is the percentile interval and the p-value two-sided. The step tests of all axes form one "
+              "interval is the percentile interval and the p-value two-sided (where no resample crosses zero, p is "
+              f"only known to be below 1/{BOOTSTRAP_RESAMPLES:,}, and a Holm-adjusted p is shown as a bound). The step tests of all axes form one "
               f"family, corrected with Holm's method ({len(flat)} tests); a step is called significant when its "
               f"adjusted p-value is below {ALPHA}. Choices (tuning, 'best' networks) are made on the validation split, "
               "never on the test set.", ""]

@@ -11,6 +11,10 @@ import numpy as np
 from scipy import stats as _scipy_stats
 
 
+# Resamples of the paired bootstrap; the smallest p-value it can show is one over this.
+BOOTSTRAP_RESAMPLES = 2000
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A value with a 95 % confidence interval (``half`` is None when it cannot be computed)."""
@@ -87,13 +91,18 @@ class Comparison:
     p: float
     n_a: int  # seeds
     n_b: int
+    p_floor: float = 0.0  # the smallest p the test can show (a bootstrap's 1 / resamples); p at it is a bound
+
+    @property
+    def p_at_floor(self) -> bool:
+        return self.p <= self.p_floor
 
     @property
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0,
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
                      chunk: int = 200) -> Comparison:
     """Difference in accuracy of two configurations tested on the same images.
 
@@ -121,7 +130,8 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: 
     value = float(a.mean() - b.mean())
     low, high = np.percentile(boot, [2.5, 97.5])
     p = min(1.0, 2 * min(float((boot <= 0).mean()), float((boot >= 0).mean())))
-    return Comparison(value, float(low), float(high), max(p, 1.0 / resamples), a.shape[0], b.shape[0])
+    return Comparison(value, float(low), float(high), max(p, 1.0 / resamples), a.shape[0], b.shape[0],
+                      p_floor=1.0 / resamples)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

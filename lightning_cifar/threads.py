@@ -1,0 +1,131 @@
+"""Training threads that follow the load other processes put on our cores.
+
+PyTorch starts one intra-op thread per core and keeps that number. On a small machine shared with another busy
+process, every parallel region then waits for the thread that shares its core with the other process: with one of
+two cores busy, two threads trained ``cnn_base`` at 37 % of the idle speed where one thread kept 61 %
+(``benchmarks/RESULTS.md``, "Under contention"). No library adapts the thread count to the load while a job runs,
+so this callback does: every few seconds it measures how much of our cores the *other* processes used (the
+machine's busy time from ``/proc/stat`` minus our own CPU time) and gives torch one thread per core they leave free.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Optional
+
+import pytorch_lightning as pl
+import torch
+
+from lightning_cifar.errors import LightningCifarError
+
+# A core counts as taken when other processes kept it this busy over the last interval. Below it, a thread of ours
+# still gets most of the core; above it, the thread's waits stall every other thread at each barrier.
+BUSY_CORE_FRACTION = 0.3
+FIRST_INTERVAL_S = 0.5
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def read_busy_seconds(cores: set[int], stat_path: str = "/proc/stat") -> Optional[float]:
+    """Seconds the given cores spent on anything but idling since boot; ``None`` where /proc/stat is unreadable."""
+    total = 0.0
+    found = 0
+    try:
+        with open(stat_path, encoding="ascii") as f:
+            for line in f:
+                if not line.startswith("cpu") or line[3] == " ":
+                    continue
+                name, *fields = line.split()
+                if int(name[3:]) not in cores:
+                    continue
+                ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+                total += sum(ticks) - ticks[3] - ticks[4]
+                found += 1
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / CLOCK_TICKS if found else None
+
+
+def clock() -> float:
+    return time.monotonic()
+
+
+def own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def threads_for(cores: int, others_busy_cores: float) -> int:
+    """One thread per core the other processes leave free (at least one)."""
+    taken = max(0, math.ceil(others_busy_cores - BUSY_CORE_FRACTION))
+    return max(1, cores - taken)
+
+
+class ThreadsForLoad(pl.Callback):
+    """Sets torch's intra-op threads, while a CPU fit runs, to the cores in this process's affinity that other
+    processes leave free, measured over every ``interval_s`` seconds of training.
+
+    Off where the user chose the thread count (``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` set), where training
+    runs on a GPU, or where ``/proc/stat`` cannot be read; the thread count is restored when the fit ends.
+    """
+
+    def __init__(self, enabled: bool = True, interval_s: float = 2.0) -> None:
+        """
+        Args:
+            enabled: follow the load; false leaves torch's thread count alone.
+            interval_s: seconds of training between two measurements.
+        """
+        if interval_s <= 0:
+            raise LightningCifarError(f"interval_s={interval_s}: must be > 0")
+        self.enabled = enabled
+        self.interval_s = interval_s
+        self._cores: set[int] = set()
+        self._last: Optional[tuple[float, float, float]] = None
+        self._restore: Optional[int] = None
+        self._measured = False
+        self.changes: list[tuple[int, float]] = []  # (threads, others' busy cores) at every change, for the log
+
+    def _active(self, pl_module: pl.LightningModule) -> bool:
+        user_chose = any(os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
+        return self.enabled and not user_chose and pl_module.device.type == "cpu"
+
+    def _sample(self) -> Optional[tuple[float, float, float]]:
+        busy = read_busy_seconds(self._cores)
+        return None if busy is None else (clock(), busy, own_cpu_seconds())
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last = None
+        self._measured = False
+        if not self._active(pl_module):
+            return
+        self._cores = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+        self._restore = torch.get_num_threads()
+        self._last = self._sample()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
+        if self._last is None:
+            return
+        # The first decision soon after the start, so that a short run, too, trains with the right count.
+        due = self.interval_s if self._measured else min(FIRST_INTERVAL_S, self.interval_s)
+        if clock() - self._last[0] < due:
+            return
+        self._measured = True
+        now = self._sample()
+        if now is None:
+            self._last = None
+            return
+        wall, busy, own = (b - a for a, b in zip(self._last, now))
+        self._last = now
+        others = max(0.0, (busy - own) / wall) if wall > 0 else 0.0
+        threads = threads_for(len(self._cores), others)
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+            self.changes.append((threads, round(others, 2)))
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Also after a failed or interrupted fit: the process may go on (a study runs many fits in one).
+        if self._restore is not None:
+            torch.set_num_threads(self._restore)
+            self._restore = None
+        self._last = None
