@@ -110,6 +110,12 @@ def shift_alternating_flip(x: Tensor, raw: Tensor, epoch: int) -> Tensor:
     return alternating_flip(random_translate(x, pad=2), raw, epoch)
 
 
+def shift_flip(x: Tensor) -> Tensor:
+    """Translation by up to 2 pixels (reflect padding) and random flips: ``shift_alt_flip`` without the
+    alternation, the ablation that tells what the alternation buys."""
+    return random_flip(random_translate(x, pad=2))
+
+
 # Each takes the float batch, the uint8 batch it came from, and the epoch; most use only the first.
 Augmentation = Callable[[Tensor, Tensor, int], Tensor]
 
@@ -126,6 +132,7 @@ AUGMENTATIONS: dict[str, Augmentation] = {
     "none": _per_batch(identity),
     "crop_flip": _per_batch(crop_flip),
     "seed": _per_batch(random_affine),
+    "shift_flip": _per_batch(shift_flip),
     "shift_alt_flip": shift_alternating_flip,
 }
 

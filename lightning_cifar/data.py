@@ -113,7 +113,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
         batch_size: int = 256,
         val_split: Union[int, float] = 5000,
         num_workers: int = 0,
-        augment: Literal["none", "crop_flip", "seed", "shift_alt_flip"] = "crop_flip",
+        augment: Literal["none", "crop_flip", "seed", "shift_flip", "shift_alt_flip"] = "crop_flip",
         seed: int = 42,
         download: bool = True,
         verify: bool = True,
@@ -132,8 +132,9 @@ class CIFAR10DataModule(pl.LightningDataModule):
                 in-memory tensor, so 0 is usually fastest.
             augment: training augmentation: ``none``, ``crop_flip`` (translate by up
                 to 4 px with reflection, horizontal flip), ``seed`` (the seed
-                notebook's rotation/shift/zoom/flip) or ``shift_alt_flip`` (translate by up
-                to 2 px, each image mirrored in every other epoch, as the CIFAR-10 speedruns).
+                notebook's rotation/shift/zoom/flip), ``shift_alt_flip`` (translate by up
+                to 2 px, each image mirrored in every other epoch, as the CIFAR-10 speedruns) or
+                ``shift_flip`` (the same with random flips, to measure what the alternation buys).
             seed: seed of the train/validation split.
             download: download the dataset when it is not in ``data_dir``.
             verify: check the files against torchvision's official MD5 sums. Turn off

@@ -66,8 +66,8 @@ class ThreadsForLoad(pl.Callback):
     """Sets torch's intra-op threads, while a CPU fit runs, to the cores in this process's affinity that other
     processes leave free, measured over every ``interval_s`` seconds of training.
 
-    Off where the user chose the thread count (``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` set), where training
-    runs on a GPU, or where ``/proc/stat`` cannot be read; the thread count is restored when the fit ends.
+    Off where the user chose the thread count (``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` set), in a
+    deterministic run (``--trainer.deterministic=true``), where training runs on a GPU, or where ``/proc/stat`` cannot be read; the thread count is restored when the fit ends.
     """
 
     def __init__(self, enabled: bool = True, interval_s: float = 2.0) -> None:
@@ -88,7 +88,10 @@ class ThreadsForLoad(pl.Callback):
 
     def _active(self, pl_module: pl.LightningModule) -> bool:
         user_chose = any(os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
-        return self.enabled and not user_chose and pl_module.device.type == "cpu"
+        # Another thread count may split a reduction differently: a run that asked for bitwise repeatability
+        # (--trainer.deterministic=true) keeps one count throughout.
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        return self.enabled and not user_chose and not deterministic and pl_module.device.type == "cpu"
 
     def _sample(self) -> Optional[tuple[float, float, float]]:
         busy = read_busy_seconds(self._cores)

@@ -22,7 +22,7 @@ def test_none_is_the_identity():
 
 
 def test_unknown_preset_names_the_allowed_ones():
-    with pytest.raises(LightningCifarError, match="allowed values are none, crop_flip, seed, shift_alt_flip"):
+    with pytest.raises(LightningCifarError, match="allowed values are none, crop_flip, seed, shift_flip, shift_alt_flip"):
         get_augmentation("mixup")
 
 
@@ -115,4 +115,17 @@ def test_shift_alt_flip_moves_by_at_most_2_pixels():
     assert set(dy.unique().tolist()) == set(dx.unique().tolist()) == {-2.0, -1.0, 0.0, 1.0, 2.0}
     mirrored = shift_alternating_flip(x, raw, 1)  # epoch 1: all mirrored
     assert (mirrored[:, 1, 10, 10] - (31 - 10)).abs().max() <= 2
+
+
+def test_shift_flip_moves_by_at_most_2_pixels_and_mirrors_at_random():
+    from lightning_cifar.augment import get_augmentation
+
+    torch.manual_seed(0)
+    x = coordinate_images(2000)
+    out = get_augmentation("shift_flip")(x, torch.zeros(2000, 3, 32, 32, dtype=torch.uint8), 0)
+    dy, col = out[:, 0, 10, 10] - 10, out[:, 1, 10, 10]
+    assert set(dy.unique().tolist()) == {-2.0, -1.0, 0.0, 1.0, 2.0}
+    mirrored = (col - (31 - 10)).abs() <= 2
+    assert ((col - 10).abs() <= 2).logical_or(mirrored).all()
+    assert 800 < int(mirrored.sum()) < 1200  # about half, although every image has the same bit
 

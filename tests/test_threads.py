@@ -60,13 +60,15 @@ def test_one_busy_core_leaves_one_thread_and_the_second_comes_back_when_it_is_fr
     assert torch.get_num_threads() == 2  # restored for whatever the process does next
 
 
-@pytest.mark.parametrize("why_not", ["OMP_NUM_THREADS", "disabled", "gpu", "no /proc/stat"])
+@pytest.mark.parametrize("why_not", ["OMP_NUM_THREADS", "disabled", "deterministic", "gpu", "no /proc/stat"])
 def test_the_thread_count_is_left_alone_where_the_user_chose_it_or_it_cannot_be_measured(machine, monkeypatch, why_not):
     torch.set_num_threads(2)
     module = CPU_MODULE
     callback = ThreadsForLoad(enabled=why_not != "disabled")
     if why_not == "OMP_NUM_THREADS":
         monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    elif why_not == "deterministic":
+        monkeypatch.setattr(threads.torch, "are_deterministic_algorithms_enabled", lambda: True)
     elif why_not == "gpu":
         module = SimpleNamespace(device=torch.device("cuda", 0))
     elif why_not == "no /proc/stat":

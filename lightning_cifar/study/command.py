@@ -100,48 +100,90 @@ def dry_run(runs: list[Run], configs: dict[str, Any], pending: set[str]) -> None
           f" input on {', '.join(sorted(devices))} of this machine; data loading not included){note}")
 
 
+@dataclasses.dataclass
+class Pending:
+    """Where a study stands: the plan, this shard's runs without a result, those of them that may start now
+    (tuning runs, and runs of families whose tuning is complete), and the families still being tuned."""
+
+    plan: list[Run]
+    shard_size: int
+    mine: list[Run]
+    todo: list[Run]
+    blocked: set[str]
+
+
+def pending(study: StudyConfig, out: Path, k: int, n: int) -> Pending:
+    from lightning_cifar.study.runner import RESULT_VERSION, load_results
+
+    results = {r["run_id"]: r for r in load_results(out) if r.get("version") == RESULT_VERSION}
+    tuning = choose(study, results)
+    plan = expand(study, tuning)
+    blocked = pending_families(study, tuning)
+    ours = shard(plan, k, n)
+    mine = [r for r in ours if r.run_id not in results]
+    todo = [r for r in mine if "tune" in r.roles or r.family not in blocked]
+    return Pending(plan, len(ours), mine, todo, blocked)
+
+
+class Progress:
+    """The lines a launcher prints: what is done before it starts, each run as it starts and as it finishes
+    (accuracy, seconds, runs left and the time left at this pace), and why it stops with runs left."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.spent: list[float] = []
+        self.started = 0
+
+    def begin(self, state: Pending) -> None:
+        self.log(f"{state.shard_size - len(state.mine)} of {state.shard_size} runs already done; "
+                 f"{len(state.mine)} to run")
+
+    def start(self, run: Run, where: str = "") -> None:
+        self.started += 1
+        self.log(f"[{self.started}] {run.run_id} ({'; '.join(p.label for p in run.points)}){where}")
+
+    def finish(self, run: Run, result: dict[str, Any], seconds: float, left: int, parallel: int = 1) -> None:
+        self.spent.append(seconds)
+        eta = sum(self.spent) / len(self.spent) * left / max(1, parallel)
+        val = f"val acc {result['val_acc']:.4f}" if result["val_acc"] is not None else "no validation"
+        self.log(f"    {run.run_id}: test acc {result['test_acc']:.4f}, {val}, {seconds:.0f} s;"
+                 f" {left} runs left in this shard, about {eta / 60:.0f} min at this pace")
+
+    def waiting(self, state: Pending) -> None:
+        if state.mine:
+            self.log(f"{len(state.mine)} runs wait for the tuning of {', '.join(sorted(state.blocked))}, whose runs"
+                     " belong to other shards: run this command again once they are done")
+
+
 def execute(study: StudyConfig, out: Path, k: int, n: int, data_dir: Optional[str] = None,
             log: Callable[[str], None] = print) -> None:
-    """Run this shard's runs that have no result yet: the tuning runs first, then, once a family's tuning
-    is complete, the runs that use its winner. One line per finished run, with what is left."""
+    """Run this shard's runs that have no result yet, one after another in this process: the tuning runs
+    first, then, once a family's tuning is complete, the runs that use its winner."""
     from lightning_cifar.data import CIFAR10DataModule
-    from lightning_cifar.study.runner import RESULT_VERSION, check_runs, load_results, run_one, write_results_csv
+    from lightning_cifar.study.runner import check_runs, run_one, write_results_csv
 
     out.mkdir(parents=True, exist_ok=True)
     loaded: Optional[CIFAR10DataModule] = None
     checked: set[str] = set()
-    spent: list[float] = []
+    progress = Progress(log)
     while True:
-        results = {r["run_id"]: r for r in load_results(out) if r.get("version") == RESULT_VERSION}
-        tuning = choose(study, results)
-        plan = expand(study, tuning)
-        blocked = pending_families(study, tuning)
-        mine = [r for r in shard(plan, k, n) if r.run_id not in results]
-        todo = [r for r in mine if "tune" in r.roles or r.family not in blocked]
-        if not spent:
-            log(f"{len(shard(plan, k, n)) - len(mine)} of {len(shard(plan, k, n))} runs already done;"
-                f" {len(mine)} to run")
-        unchecked = [r for r in todo if r.run_id not in checked]
+        state = pending(study, out, k, n)
+        if not progress.started:
+            progress.begin(state)
+        unchecked = [r for r in state.todo if r.run_id not in checked]
         if unchecked:
             check_runs(unchecked, out, data_dir)  # before any of them trains
             checked.update(r.run_id for r in unchecked)
-        if not todo:
-            write_results_csv(out, plan)
-            if mine:
-                log(f"{len(mine)} runs wait for the tuning of {', '.join(sorted(blocked))}, whose runs belong to other"
-                    " shards: run this command again once they are done")
+        if not state.todo:
+            write_results_csv(out, state.plan)
+            progress.waiting(state)
             return
-        run = todo[0]
-        log(f"[{len(spent) + 1}] {run.run_id} ({'; '.join(p.label for p in run.points)})")
+        run = state.todo[0]
+        progress.start(run)
         started = time.perf_counter()
         result, loaded = run_one(run, out, data_dir, loaded)
-        spent.append(time.perf_counter() - started)
-        write_results_csv(out, plan)
-        left = len(mine) - 1
-        eta = sum(spent) / len(spent) * left
-        val = f"val acc {result['val_acc']:.4f}" if result["val_acc"] is not None else "no validation"
-        log(f"    test acc {result['test_acc']:.4f}, {val}, {spent[-1]:.0f} s;"
-            f" {left} runs left in this shard, about {eta / 60:.0f} min at this pace")
+        write_results_csv(out, state.plan)
+        progress.finish(run, result, time.perf_counter() - started, len(state.mine) - 1)
 
 
 def study_command(argv: Sequence[str]) -> int:
@@ -155,7 +197,19 @@ def study_command(argv: Sequence[str]) -> int:
     parser.add_argument("--shard", default="0/1", help="K/N: run only every N-th run starting at K (default 0/1)")
     parser.add_argument("--report-only", action="store_true", help="merge the results that exist and write the report")
     parser.add_argument("--data-dir", help="folder containing cifar-10-batches-py/ (overrides recipe.data.data_dir)")
+    parser.add_argument("--launcher", choices=["sequential", "ray"], default="sequential",
+                        help="sequential: one run after another in this process (default); ray: every run a Ray task")
+    parser.add_argument("--ray-address", help="address of a running Ray cluster (default: RAY_ADDRESS, else a local"
+                        " instance started for the study)")
+    parser.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs Ray reserves for each run (default 1)")
+    parser.add_argument("--gpus-per-run", type=float, default=0.0,
+                        help="GPUs Ray reserves for each run; fractions share a GPU, e.g. 0.25 (default 0)")
     args = parser.parse_args(list(argv))
+    ray_only = [flag for flag, given in (("--ray-address", args.ray_address is not None),
+                                         ("--cpus-per-run", args.cpus_per_run != 1.0),
+                                         ("--gpus-per-run", args.gpus_per_run != 0.0)) if given]
+    if ray_only and args.launcher != "ray":
+        raise LightningCifarError(f"{', '.join(ray_only)} only apply to --launcher ray")
 
     study = load_study(args.config)
     k, n = parse_shard(args.shard)
@@ -178,7 +232,16 @@ def study_command(argv: Sequence[str]) -> int:
     if not args.report_only:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / STUDY_FILE, study_record(study))
-        execute(study, out, k, n, data_dir=args.data_dir, log=lambda line: print(line, flush=True))
+        log = lambda line: print(line, flush=True)  # noqa: E731
+        if args.launcher == "ray":
+            from lightning_cifar.study.ray_launcher import execute_on_ray
+
+            # Workers may start in another folder: a relative data path means the driver's.
+            data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+            execute_on_ray(study, out, k, n, data_dir=data_dir, address=args.ray_address,
+                           cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, log=log)
+        else:
+            execute(study, out, k, n, data_dir=args.data_dir, log=log)
     results = {r["run_id"]: r for r in load_results(out) if r.get("version") == RESULT_VERSION}
     plan = expand(study, choose(study, results))
     write_results_csv(out, plan)

@@ -226,19 +226,24 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def run_one(run: Run, out: Path, data_dir: Optional[str] = None,
-            loaded: Optional[CIFAR10DataModule] = None) -> tuple[dict[str, Any], CIFAR10DataModule]:
-    """Train and test one run; returns its result record and its data module (whose loaded
-    images the next run with the same data settings reuses)."""
+def clear_run(out: Path, run: Run) -> None:
+    """Remove what a killed attempt of ``run`` left in ``out``."""
+    shutil.rmtree(out / "runs" / run.run_id, ignore_errors=True)
+    shutil.rmtree(out / "tensorboard" / run.run_id, ignore_errors=True)
+
+
+def train_run(run: Run, workdir: Path, data_dir: Optional[str] = None,
+              loaded: Optional[CIFAR10DataModule] = None) -> tuple[dict[str, Any], dict[str, bytes], CIFAR10DataModule]:
+    """Train and test one run, with its logs under ``workdir``. Returns its result record, the files
+    :func:`save_run` writes next to it (by path relative to the output folder), and its data module (whose
+    loaded images the next run with the same data settings reuses)."""
     from lightning_cifar.trainer_cli import check_output_dirs
 
-    run_dir = out / "runs" / run.run_id
-    shutil.rmtree(run_dir, ignore_errors=True)  # leftovers of a killed attempt
-    shutil.rmtree(out / "tensorboard" / run.run_id, ignore_errors=True)
+    clear_run(workdir, run)
     # Before build(), which seeds: building this probe network draws from the RNG, and the run's
     # shuffling and augmentation must draw exactly what `lightning-cifar fit` draws.
     network = describe_network(run)
-    cli = build(run_config(run, out, data_dir))
+    cli = build(run_config(run, workdir, data_dir))
     model, dm, trainer = cli.model, cli.datamodule, cli.trainer
     if loaded is not None and loaded.hparams == dm.hparams:
         # Same files, split and settings: reading and checking 180 MB again would only cost time.
@@ -252,9 +257,7 @@ def run_one(run: Run, out: Path, data_dir: Optional[str] = None,
     tested = trainer.test(model, datamodule=dm, verbose=False)[0]
     images = trainer.current_epoch * len(dm.train_dataloader()) * dm.batch_size
     labels = dm.test_set.labels.cpu().numpy().astype(np.uint8)
-    if not (out / TEST_LABELS).is_file():
-        atomic_write_bytes(out / TEST_LABELS, _npy(labels))
-    atomic_write_bytes(run_dir / PREDICTIONS, _npy(predicted.predictions()))
+    files = {TEST_LABELS: _npy(labels), f"runs/{run.run_id}/{PREDICTIONS}": _npy(predicted.predictions())}
     last = lambda values: values[-1] if values else None  # noqa: E731
     result = {
         "version": RESULT_VERSION,
@@ -293,7 +296,23 @@ def run_one(run: Run, out: Path, data_dir: Optional[str] = None,
     trainer.logger.log_hyperparams(hparams, metrics={"hp_metric": result["test_acc"],
                                                      "study/best_val_acc": result["best_val_acc"] or 0.0})
     trainer.logger.finalize("success")
-    atomic_write_json(result_path(out, run), result)  # last: a result file means the run is complete
+    return result, files, dm
+
+
+def save_run(out: Path, run: Run, result: dict[str, Any], files: dict[str, bytes]) -> None:
+    """Write a finished run's files into ``out``, its result file last: a result file means the run is complete."""
+    for relative, data in files.items():
+        if relative == TEST_LABELS and (out / TEST_LABELS).is_file():
+            continue  # the same labels for every run
+        atomic_write_bytes(out / relative, data)
+    atomic_write_json(result_path(out, run), result)
+
+
+def run_one(run: Run, out: Path, data_dir: Optional[str] = None,
+            loaded: Optional[CIFAR10DataModule] = None) -> tuple[dict[str, Any], CIFAR10DataModule]:
+    """Train, test and save one run in this process, its logs straight into ``out``."""
+    result, files, dm = train_run(run, out, data_dir, loaded)
+    save_run(out, run, result, files)
     return result, dm
 
 

@@ -1,0 +1,124 @@
+"""Each speedrun trick removed in turn: time to a target and final accuracy, next to the full recipe.
+
+    python benchmarks/speedrun_ablation.py configs/speedrun-cpu-90.yaml --target 0.90 --seeds 0
+    python benchmarks/speedrun_ablation.py configs/speedrun-cpu-94.yaml --target 0.94 --only full no-muon
+
+A variant is the config with one setting changed back to the plain recipe's (written to a temporary config
+file, then trained by `benchmarks/time_to_accuracy.py`'s runner: a fresh `lightning-cifar fit` per seed, the
+test set scored after every epoch, start-up counted). Variants alternate seed by seed, so that a change in the
+machine's load hits all of them. Removing one trick keeps every other setting, the learning rates too: a trick
+whose removal would call for a retuned recipe shows up as a loss here, which the table says is an upper bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import time_to_accuracy  # noqa: E402  (one runner for both benchmarks)
+
+REPO = Path(__file__).resolve().parents[1]
+Config = dict[str, Any]
+
+
+def _set(path: str, value: Any) -> Callable[[Config], None]:
+    def apply(config: Config) -> None:
+        node = config
+        *parents, leaf = path.split(".")
+        for key in parents:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[leaf] = value
+
+    return apply
+
+
+def _all(*changes: Callable[[Config], None]) -> Callable[[Config], None]:
+    def apply(config: Config) -> None:
+        for change in changes:
+            change(config)
+
+    return apply
+
+
+KW = "model.backbone_kwargs"
+# name: (what it removes, the change). Each undoes one trick of the speedrun recipe.
+VARIANTS: dict[str, tuple[str, Callable[[Config], None]]] = {
+    "full": ("nothing: the config as written", lambda config: None),
+    "no-muon": ("Muon for the filters: SGD with Nesterov for every weight, at the config's `lr`",
+                _set("model.optimizer", "sgd")),
+    "no-whiten": ("the frozen patch-whitening first layer", _set(f"{KW}.whiten", 0)),
+    "no-dirac": ("identity initialisation of the convolutions", _set(f"{KW}.dirac", False)),
+    "no-frozen-norm": ("batch norm's frozen scale and larger running-stat momentum (back to PyTorch's 0.1)",
+                       _all(_set(f"{KW}.norm_scale", True), _set(f"{KW}.norm_momentum", 0.1))),
+    "no-head-scale": ("the scaled classifier (logits x1 instead of x1/9)", _set(f"{KW}.head_scale", 1.0)),
+    "random-flip": ("the alternating flip: random flips, same 2-pixel shifts", _set("data.augment", "shift_flip")),
+    "no-label-smoothing": ("label smoothing", _set("model.label_smoothing", 0.0)),
+    "no-tta": ("test-time augmentation (one view instead of six)", _set("model.tta", "none")),
+    "fp32": ("bf16 autocast: float32 throughout", _set("trainer.precision", "32-true")),
+    "nchw": ("channels_last memory layout", _set("model.channels_last", False)),
+}
+
+
+def variant_config(base: Config, name: str) -> Config:
+    config = copy.deepcopy(base)
+    VARIANTS[name][1](config)
+    return config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("--target", type=float, required=True, help="test accuracy to reach, e.g. 0.94")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--only", nargs="+", choices=list(VARIANTS), help="variants to run (default: all)")
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "cifar10"))
+    parser.add_argument("--json", help="also write every measurement to this file")
+    args = parser.parse_args()
+    base = yaml.safe_load(Path(args.config).read_text())
+    names = args.only or list(VARIANTS)
+    runner_args = argparse.Namespace(data_dir=args.data_dir, extra=[])
+    print(f"config {args.config}, target {args.target:.2%}, seeds {args.seeds}, "
+          f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            for name in names:
+                path = Path(tmp) / f"{name}.yaml"
+                path.write_text(yaml.safe_dump(variant_config(base, name)))
+                run = time_to_accuracy.run_seed(str(path), seed, runner_args)
+                hit = time_to_accuracy.first_reaching(run["epochs"], args.target)
+                results[name].append({"seed": seed, "final_test_acc": run["epochs"][-1]["test_acc"],
+                                      "fit_wall_s": run["fit_wall_s"],
+                                      "reached_at_s": hit["train_wall_s"] if hit else None, "epochs": run["epochs"]})
+                print(f"  {name} seed {seed}: final {run['epochs'][-1]['test_acc']:.4f}, fit {run['fit_wall_s']:.1f} s, "
+                      f"{args.target:.2%} " + (f"at {hit['train_wall_s']:.1f} s" if hit else "not reached"), flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}\n")
+    print("| variant | removes | final test acc | fit wall time | seeds reaching | time to target |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for name in names:
+        rows = results[name]
+        accs = [r["final_test_acc"] for r in rows]
+        hits = [r["reached_at_s"] for r in rows if r["reached_at_s"] is not None]
+        acc = f"{100 * statistics.mean(accs):.2f} %" + (f" ± {100 * statistics.stdev(accs):.2f}" if len(accs) > 1 else "")
+        reach = f"{statistics.mean(hits):.0f} s" if len(hits) == len(rows) else "–"
+        print(f"| `{name}` | {VARIANTS[name][0]} | {acc} | {statistics.mean(r['fit_wall_s'] for r in rows):.0f} s | "
+              f"{len(hits)}/{len(rows)} | {reach} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"config": args.config, "target": args.target, "results": results},
+                                              indent=1))
+
+
+if __name__ == "__main__":
+    main()
