@@ -138,15 +138,16 @@ class Progress:
         self.log(f"{state.shard_size - len(state.mine)} of {state.shard_size} runs already done; "
                  f"{len(state.mine)} to run")
 
-    def start(self, run: Run, where: str = "") -> None:
+    def start(self, run: Run) -> None:
         self.started += 1
-        self.log(f"[{self.started}] {run.run_id} ({'; '.join(p.label for p in run.points)}){where}")
+        self.log(f"[{self.started}] {run.run_id} ({'; '.join(p.label for p in run.points)})")
 
     def finish(self, run: Run, result: dict[str, Any], seconds: float, left: int, parallel: int = 1) -> None:
         self.spent.append(seconds)
         eta = sum(self.spent) / len(self.spent) * left / max(1, parallel)
         val = f"val acc {result['val_acc']:.4f}" if result["val_acc"] is not None else "no validation"
-        self.log(f"    {run.run_id}: test acc {result['test_acc']:.4f}, {val}, {seconds:.0f} s;"
+        self.log(f"    {run.run_id} ({'; '.join(p.label for p in run.points)}): test acc {result['test_acc']:.4f}, {val},"
+                 f" {seconds:.0f} s;"
                  f" {left} runs left in this shard, about {eta / 60:.0f} min at this pace")
 
     def waiting(self, state: Pending) -> None:

@@ -23,7 +23,8 @@ def describe(device: torch.device) -> str:
     """The device a run trained on, e.g. 'NVIDIA H200' or 'AMD EPYC, 2 threads'."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{cpu_name()}, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{cpu_name()}, {threads} thread{'s' if threads != 1 else ''}"
 
 
 def software() -> str:

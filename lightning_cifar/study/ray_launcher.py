@@ -114,7 +114,9 @@ def execute_on_ray(study: StudyConfig, out: Path, k: int, n: int, data_dir: Opti
                 checked.update(r.run_id for r in unchecked)
             for run in new:
                 in_flight[task.remote(run, data_dir)] = run
-                progress.start(run, " submitted")
+            if new:
+                log(f"submitted {len(new)} runs to Ray ({cpus_per_run:g} CPUs, {gpus_per_run:g} GPUs each;"
+                    f" up to {parallel} at once on {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)")
             if not in_flight:
                 write_results_csv(out, state.plan)
                 progress.waiting(state)
@@ -124,6 +126,8 @@ def execute_on_ray(study: StudyConfig, out: Path, k: int, n: int, data_dir: Opti
             try:
                 result, files, seconds = ray.get(ready)
             except Exception as exc:  # the run's own error, or Ray gave up on it
+                for ref in in_flight:  # on a cluster that outlives this driver, they would train for nothing
+                    ray.cancel(ref, force=True)
                 cause = _cause(exc)
                 text = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
                 raise LightningCifarError(f"run {run.run_id} failed on a Ray worker: {text}") from None
