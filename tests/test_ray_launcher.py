@@ -3,15 +3,15 @@
 import json
 import os
 import signal
-import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import SUBPROCESS_TIMEOUT, one_line_error, script
+from conftest import SUBPROCESS_TIMEOUT, one_line_error
 from test_study import tiny_study, write_study
 
 ray = pytest.importorskip("ray", reason="the Ray launcher's tests need the ray extra")
@@ -90,23 +90,34 @@ def worker_pids(name: str = "ray::train_on_worker") -> list[int]:
 
 
 def test_a_run_whose_worker_is_killed_is_retried_and_kept_once(tmp_path, tiny_cifar, ray_instance):
+    from lightning_cifar.study.config import load_study
+    from lightning_cifar.study.ray_launcher import execute_on_ray
+
     config = write_study(tmp_path / "study.yaml", tiny_study(tiny_cifar, **FOUR_RUNS))
     out = tmp_path / "out"
-    with open(tmp_path / "driver.log", "w") as log:  # a file, not a pipe nobody reads
-        driver = subprocess.Popen(
-            [script("lightning-cifar"), "study", "-c", str(config), "--out", str(out), "--launcher", "ray",
-             "--ray-address", ray_instance], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.time() + SUBPROCESS_TIMEOUT
-        killed = None
-        while killed is None and driver.poll() is None and time.time() < deadline:
-            pids = worker_pids()
-            if pids:
-                os.kill(pids[0], signal.SIGKILL)
-                killed = pids[0]
-            time.sleep(0.05)
-        assert killed is not None, "no worker was seen running a study run"
-        assert driver.wait(timeout=SUBPROCESS_TIMEOUT) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    lines, failures = [], []
+
+    def drive():  # the driver in a thread of this process: it reuses the module's Ray instance and its workers
+        try:
+            execute_on_ray(load_study(str(config)), out, 0, 1, log=lines.append)
+        except BaseException as exc:  # reported below, in the test's thread
+            failures.append(exc)
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    deadline = time.time() + SUBPROCESS_TIMEOUT
+    killed = None
+    while killed is None and driver.is_alive() and time.time() < deadline:
+        pids = worker_pids()
+        if pids:
+            os.kill(pids[0], signal.SIGKILL)
+            killed = pids[0]
+        time.sleep(0.02)
+    driver.join(timeout=max(1.0, deadline - time.time()))
+    assert killed is not None, "no worker was seen running a study run"
+    assert not driver.is_alive() and not failures, (failures, lines)
     assert len(results(out)) == 4 and csv_run_ids(out) == sorted(results(out))
+    assert sum(": test acc " in line for line in lines) == 4  # every run reported once, the retried one too
 
 
 def test_a_data_folder_missing_on_the_workers_stops_the_study_in_one_line(tmp_path, tiny_cifar, cli, ray_instance):
