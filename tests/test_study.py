@@ -429,3 +429,17 @@ def test_a_run_trained_before_tuning_finished_serves_the_points_the_final_plan_g
     plan = expand(study, choose(study, results))
     group = Results(tmp_path, plan).group("width", 1)
     assert [r["test_acc"] for r in group.results] == [0.5]  # the winner's run, not the one recorded as "width=1"
+
+
+@pytest.mark.parametrize("short, long, verdict", [
+    ((0.02, 0.01, 0.03), (0.01, 0.005, 0.02), "holds at both budgets"),
+    ((0.02, 0.01, 0.03), (-0.01, -0.02, -0.005), "reversed at the longer budget"),
+    ((-0.025, -0.032, -0.018), (0.001, -0.006, 0.008), "does not hold: significant at the study's budget, within noise at 4x"),
+    ((0.001, -0.006, 0.008), (0.02, 0.01, 0.03), "appears only at 4x: within noise at the study's budget"),
+    ((0.001, -0.006, 0.008), (0.002, -0.004, 0.01), "within noise at both budgets"),
+])
+def test_the_budget_check_says_which_differences_hold(short, long, verdict):
+    from lightning_cifar.study.report import budget_verdict
+    from lightning_cifar.study.stats import Comparison
+
+    assert budget_verdict(Comparison(*short, 0.5, 3, 3), Comparison(*long, 0.5, 3, 3), 4) == verdict

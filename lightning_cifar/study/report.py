@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ SUMMARY_COLUMNS = ["axis", "value", "role", "family", "backbone", "kernels", "n"
                    "ci95_low", "ci95_high", "test_set_half_width", "mean_train_acc", "mean_val_acc", "params",
                    "flops_per_image", "receptive_field", "final_map", "mean_train_time_s"]
 ALPHA = 0.05
+BUDGET_COMPARISON = " at the study's budget"  # marks the budget section's comparison lines, which the answers repeat
 # One colour per network family in every plot: the base network always black.
 BASE_COLOUR = "black"
 AXIS_COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
@@ -338,17 +340,24 @@ def budget_section(results: Results, study: StudyConfig, main_group: dict[str, G
             for b in labels[i + 1:]:
                 short = results.compare(main_group[a], main_group[b])
                 long = results.compare(long_groups[a], long_groups[b])
-                same = (short.excludes_zero and long.excludes_zero and (short.value > 0) == (long.value > 0))
-                if same:
-                    held = "holds at both budgets"
-                elif short.excludes_zero or long.excludes_zero:
-                    held = "does not hold: significant at one budget only, or reversed"
-                else:
-                    held = "within noise at both budgets"
-                lines.append(f"- {a} against {b}: {pts(short.value)} ({interval(short)}) at the study's budget, "
+                held = budget_verdict(short, long, study.budget.multiplier)
+                lines.append(f"- {a} against {b}: {pts(short.value)} ({interval(short)}){BUDGET_COMPARISON}, "
                              f"{pts(long.value)} ({interval(long)}) at {study.budget.multiplier}x: {held}.")
         lines.append("")
     return lines
+
+
+def budget_verdict(short: Comparison, long: Comparison, multiplier: float) -> str:
+    """Whether a difference seen at the study's budget is seen, with the same sign, at the longer one."""
+    if short.excludes_zero and long.excludes_zero:
+        if (short.value > 0) == (long.value > 0):
+            return "holds at both budgets"
+        return "reversed at the longer budget"
+    if short.excludes_zero:
+        return f"does not hold: significant at the study's budget, within noise at {multiplier}x"
+    if long.excludes_zero:
+        return f"appears only at {multiplier}x: within noise at the study's budget"
+    return "within noise at both budgets"
 
 
 def anchor_section(results: Results, study: StudyConfig) -> list[str]:
@@ -387,7 +396,7 @@ def answers(study: StudyConfig, steps: dict[str, list[Step]], by_axis: dict[str,
             lines.append(f"  {sentence}")
     lines += ["", "Width or depth at matched compute:", "", *matched, "", "CNN against fully connected (each family "
               "with its own recipe, chosen on the validation split):", "", *versus]
-    held = [line for line in budget if line.startswith("- ") and "budgets" in line]
+    held = [line for line in budget if line.startswith("- ") and BUDGET_COMPARISON in line]
     if held:
         lines += ["", f"At {study.budget.multiplier}x the epochs:", "", *held]
     return lines + [""]
@@ -495,7 +504,9 @@ def plot_compute(by_axis: dict[str, list[Group]], baselines: list[Group], study:
                 continue
             xs = [g.first(key) for g in groups]
             ys = [100 * g.acc.value for g in groups]
-            ax.errorbar(xs, ys, yerr=[100 * (g.acc.half or 0) for g in groups], fmt="o-", capsize=3, markersize=4,
+            # A categorical axis (kernel schedules) has no order to draw a line along.
+            fmt = "o" if axis.scale == "categorical" else "o-"
+            ax.errorbar(xs, ys, yerr=[100 * (g.acc.half or 0) for g in groups], fmt=fmt, capsize=3, markersize=4,
                         color=colour[axis.name], label=f"{axis.name} ({axis.kind})")
             everything += list(zip(xs, ys))
         base = next((g for a in study.axes for g in by_axis.get(a.name, []) if g.base), None)
@@ -517,10 +528,13 @@ def plot_compute(by_axis: dict[str, list[Group]], baselines: list[Group], study:
         ax.set_xlabel(f"{name} (log scale)")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")  # accuracy rises with cost: the upper left stays empty
     panels[0].set_title("Accuracy against compute")
     panels[1].set_title("Accuracy against size (with the fully connected networks)")
-    fig.tight_layout()
+    # One legend below both panels: a cheap network that beats the trend (a constant-kernel one) lands in the upper
+    # left, where a legend inside a panel would hide it. The same colours in both panels, so one legend serves both.
+    handles, labels = panels[1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * math.ceil(len(labels) / 4), 1, 1))
     atomic_write_bytes(path, _png(fig))
     plt.close(fig)
 
@@ -607,7 +621,8 @@ def write_report(out: Path, study: StudyConfig, plan: list[Run], command: str = 
     by_role = Counter()
     for r in results.all:
         by_role[r["roles"][0]] += r["train_time_s"]
-    devices = Counter(r["device"] for r in results.all)
+    # Results written before lightning-cifar 0.3 say "1 threads".
+    devices = Counter(re.sub(r"\b1 threads$", "1 thread", r["device"]) for r in results.all)
     lines = [f"# Study: {study.name}", ""]
     if command:
         lines += ["Reproduce with:", "", "```bash", command, "```", ""]
