@@ -21,6 +21,8 @@ def machine(monkeypatch):
     monkeypatch.setattr(threads, "own_cpu_seconds", lambda: state.own)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
+    # An earlier test's deterministic Trainer leaves torch's global switch on.
+    monkeypatch.setattr(threads.torch, "are_deterministic_algorithms_enabled", lambda: False)
 
     def run(seconds: float, ours: float, others: float) -> None:
         state.t += seconds
