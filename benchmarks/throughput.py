@@ -120,7 +120,7 @@ def data_pipeline_rates(data_dir: str, batch_size: int, batches: int, workers: i
 
     dm = CIFAR10DataModule(data_dir, batch_size=batch_size, download=False)
     dm.setup("fit")
-    dm.trainer = SimpleNamespace(training=True)
+    dm.trainer = SimpleNamespace(training=True, current_epoch=0)
     tutorial = DataLoader(
         datasets.CIFAR10(data_dir, train=True, download=False, transform=transforms.Compose([
             transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
@@ -203,8 +203,8 @@ def main() -> None:
     if args.worker == "tutorial":
         return tutorial_worker(args)
 
-    from lightning_cifar.cli import default_precision
-    from lightning_cifar.study.command import cpu_name
+    from lightning_cifar.trainer_cli import default_precision
+    from lightning_cifar.study.machine import cpu_name
 
     print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, our precision: {default_precision()}")

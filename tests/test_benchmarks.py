@@ -1,0 +1,28 @@
+"""The benchmark scripts import from the package inside their functions (to start fast); a renamed or moved name
+would only fail when someone runs the benchmark, hours later. Check every such import here."""
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").rglob("*.py"))
+
+
+def package_imports(path: Path) -> list[tuple[str, str]]:
+    tree = ast.parse(path.read_text(), str(path))
+    return [(node.module, alias.name) for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lightning_cifar")
+            for alias in node.names]
+
+
+@pytest.mark.parametrize("path", BENCHMARKS, ids=lambda p: p.name)
+def test_every_name_a_benchmark_imports_from_the_package_exists(path):
+    for module, name in package_imports(path):
+        assert hasattr(importlib.import_module(module), name), f"{path.name}: from {module} import {name}"
+
+
+def test_the_scan_sees_the_imports_inside_functions():
+    throughput = next(p for p in BENCHMARKS if p.name == "throughput.py")
+    assert ("lightning_cifar.trainer_cli", "default_precision") in package_imports(throughput)
