@@ -128,6 +128,11 @@ def execute_on_ray(study: StudyConfig, out: Path, k: int, n: int, data_dir: Opti
             except Exception as exc:  # the run's own error, or Ray gave up on it
                 for ref in in_flight:  # on a cluster that outlives this driver, they would train for nothing
                     ray.cancel(ref, force=True)
+                for ref in in_flight:  # collected, so that Ray does not print their errors later as unhandled
+                    try:
+                        ray.get(ref, timeout=30)
+                    except Exception:
+                        pass
                 cause = _cause(exc)
                 text = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
                 raise LightningCifarError(f"run {run.run_id} failed on a Ray worker: {text}") from None
