@@ -242,12 +242,12 @@ def main() -> None:
             prec = {p: rs[0]["precision"] for p, rs in runs.items()}
             gf = {p: med[p] * flops / 1e9 for p in med}
             pct = {p: 100 * gf[p] / peaks.get(prec[p], peaks["32-true"]) for p in med}
-            compiled = f"   with torch.compile: {med['ours+compile']:,.0f} img/s" if "ours+compile" in med else ""
+            more = f"   with torch.compile: {med['ours+compile']:,.0f} img/s" if "ours+compile" in med else ""
             if "ours-fixed-threads" in med:
-                compiled += (f"   fixed threads: {med['ours-fixed-threads']:,.0f} img/s"
+                more += (f"   fixed threads: {med['ours-fixed-threads']:,.0f} img/s"
                              f" (ours/fixed {med['ours'] / med['ours-fixed-threads']:.2f}x)")
             print(f"{backbone:<10} {med['ours']:>11,.0f} {med['tutorial']:>9,.0f} {med['ours'] / med['tutorial']:>5.1f}x "
-                  f"{gf['ours']:>13.1f} {pct['ours']:>6.1f}% {gf['tutorial']:>12.1f} {pct['tutorial']:>6.1f}%{compiled}",
+                  f"{gf['ours']:>13.1f} {pct['ours']:>6.1f}% {gf['tutorial']:>12.1f} {pct['tutorial']:>6.1f}%{more}",
                   flush=True)
             results.append({"backbone": backbone, "train_flops_per_image": flops, **{f"{p}_runs": r for p, r in runs.items()}})
     finally:

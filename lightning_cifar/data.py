@@ -102,6 +102,9 @@ def keep_batch(batch: Any) -> Any:
     return batch
 
 
+# Where the data is read from, or downloaded to, unless --data.data_dir says otherwise.
+DEFAULT_DATA_DIR = "./data"
+
 class CIFAR10DataModule(pl.LightningDataModule):
     """CIFAR-10 with a fixed, seeded validation split and on-device augmentation."""
 
@@ -109,7 +112,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        data_dir: Union[str, Path] = "./data",
+        data_dir: Union[str, Path] = DEFAULT_DATA_DIR,
         batch_size: int = 256,
         val_split: Union[int, float] = 5000,
         num_workers: int = 0,

@@ -67,7 +67,8 @@ class ThreadsForLoad(pl.Callback):
     processes leave free, measured over every ``interval_s`` seconds of training.
 
     Off where the user chose the thread count (``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` set), in a
-    deterministic run (``--trainer.deterministic=true``), where training runs on a GPU, or where ``/proc/stat`` cannot be read; the thread count is restored when the fit ends.
+    deterministic run (``--trainer.deterministic=true``), where training runs on a GPU, or where ``/proc/stat``
+    cannot be read. The thread count is restored when the fit ends.
     """
 
     def __init__(self, enabled: bool = True, interval_s: float = 2.0) -> None:
@@ -84,7 +85,7 @@ class ThreadsForLoad(pl.Callback):
         self._last: Optional[tuple[float, float, float]] = None
         self._restore: Optional[int] = None
         self._measured = False
-        self.changes: list[tuple[int, float]] = []  # (threads, others' busy cores) at every change, for the log
+        self.changes: list[tuple[int, float]] = []  # (threads, others' busy cores) at every change: what it did
 
     def _active(self, pl_module: pl.LightningModule) -> bool:
         user_chose = any(os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))

@@ -112,7 +112,7 @@ class Pending:
     blocked: set[str]
 
 
-def pending(study: StudyConfig, out: Path, k: int, n: int) -> Pending:
+def current_state(study: StudyConfig, out: Path, k: int, n: int) -> Pending:
     from lightning_cifar.study.runner import RESULT_VERSION, load_results
 
     results = {r["run_id"]: r for r in load_results(out) if r.get("version") == RESULT_VERSION}
@@ -146,8 +146,8 @@ class Progress:
         self.spent.append(seconds)
         eta = sum(self.spent) / len(self.spent) * left / max(1, parallel)
         val = f"val acc {result['val_acc']:.4f}" if result["val_acc"] is not None else "no validation"
-        self.log(f"    {run.run_id} ({'; '.join(p.label for p in run.points)}): test acc {result['test_acc']:.4f}, {val},"
-                 f" {seconds:.0f} s;"
+        points = "; ".join(p.label for p in run.points)
+        self.log(f"    {run.run_id} ({points}): test acc {result['test_acc']:.4f}, {val}, {seconds:.0f} s;"
                  f" {left} runs left in this shard, about {eta / 60:.0f} min at this pace")
 
     def waiting(self, state: Pending) -> None:
@@ -168,7 +168,7 @@ def execute(study: StudyConfig, out: Path, k: int, n: int, data_dir: Optional[st
     checked: set[str] = set()
     progress = Progress(log)
     while True:
-        state = pending(study, out, k, n)
+        state = current_state(study, out, k, n)
         if not progress.started:
             progress.begin(state)
         unchecked = [r for r in state.todo if r.run_id not in checked]

@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from torchvision.datasets import CIFAR10
+
+from lightning_cifar.data import DEFAULT_DATA_DIR
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.study.config import StudyConfig
 from lightning_cifar.study.plan import Run
@@ -50,10 +53,12 @@ def train_on_worker(run: Run, data_dir: Optional[str]) -> tuple[dict[str, Any], 
     global _loaded
     from lightning_cifar.study.runner import quiet_lightning, train_run
 
-    where = data_dir or run.config.get("data", {}).get("data_dir") or "./data"
-    if not Path(where, "cifar-10-batches-py").is_dir() and not run.config.get("data", {}).get("download"):
+    # Checked here rather than left to the data module, which would download into the folder: several workers of
+    # one machine would then download into the same place at once.
+    where = data_dir or run.config.get("data", {}).get("data_dir") or DEFAULT_DATA_DIR
+    if not Path(where, CIFAR10.base_folder).is_dir():
         raise LightningCifarError(
-            f"data_dir {where!r} has no cifar-10-batches-py/ on Ray node {socket.gethostname()}: the Ray launcher"
+            f"data_dir {where!r} has no {CIFAR10.base_folder}/ on Ray node {socket.gethostname()}: the Ray launcher"
             " reads the data from that path on every worker's machine; copy the folder there (or mount it)")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lightning-cifar-run-") as tmp, quiet_lightning():
@@ -76,7 +81,7 @@ def execute_on_ray(study: StudyConfig, out: Path, k: int, n: int, data_dir: Opti
     """Run this shard's pending runs as Ray tasks (``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs each,
     fractions allowed), on the Ray instance at ``address``, else on one already started in this process,
     else on a local one started here (and stopped at the end)."""
-    from lightning_cifar.study.command import Progress, pending
+    from lightning_cifar.study.command import Progress, current_state
     from lightning_cifar.study.runner import check_runs, clear_run, save_run, write_results_csv
 
     if cpus_per_run <= 0 or gpus_per_run < 0:
@@ -103,7 +108,7 @@ def execute_on_ray(study: StudyConfig, out: Path, k: int, n: int, data_dir: Opti
         checked: set[str] = set()
         in_flight: dict[Any, Run] = {}
         while True:
-            state = pending(study, out, k, n)
+            state = current_state(study, out, k, n)
             if not checked and not in_flight:
                 progress.begin(state)
             running = {r.run_id for r in in_flight.values()}
@@ -139,8 +144,7 @@ def execute_on_ray(study: StudyConfig, out: Path, k: int, n: int, data_dir: Opti
             clear_run(out, run)
             save_run(out, run, result, files)
             write_results_csv(out, state.plan)
-            left = len(pending(study, out, k, n).mine)
-            progress.finish(run, result, seconds, left, parallel)
+            progress.finish(run, result, seconds, len(state.mine) - 1, parallel)  # state: before this one finished
     finally:
         if started_here:
             ray.shutdown()

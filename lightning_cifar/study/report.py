@@ -38,7 +38,6 @@ SUMMARY_COLUMNS = ["axis", "value", "role", "family", "backbone", "kernels", "n"
                    "ci95_low", "ci95_high", "test_set_half_width", "mean_train_acc", "mean_val_acc", "params",
                    "flops_per_image", "receptive_field", "final_map", "mean_train_time_s"]
 ALPHA = 0.05
-BUDGET_COMPARISON = " at the study's budget"  # marks the budget section's comparison lines, which the answers repeat
 # One colour per network family in every plot: the base network always black.
 BASE_COLOUR = "black"
 AXIS_COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
@@ -229,7 +228,7 @@ def fit_sentence(axis: Axis, groups: list[Group]) -> Optional[str]:
     return text + f"; a line fits the points (lack-of-fit F test {p_text(fit.lack_of_fit_p)})."
 
 
-def adjusted_p_text(step: "Step") -> str:
+def adjusted_p_text(step: Step) -> str:
     # No resample crossed zero: the raw p is only known to be under the bootstrap's resolution, and Holm's
     # multiplied value an upper bound, not an estimate.
     bound = "≤" if step.comparison.p_at_floor else "="
@@ -315,9 +314,11 @@ def tuning_section(results: Results, study: StudyConfig) -> list[str]:
     return lines
 
 
-def budget_section(results: Results, study: StudyConfig, main_group: dict[str, Group]) -> list[str]:
+def budget_section(results: Results, study: StudyConfig,
+                   main_group: dict[str, Group]) -> tuple[list[str], list[str]]:
+    """The section, and its lines on which differences hold at both budgets (the answers repeat them)."""
     if study.budget is None:
-        return []
+        return [], []
     lines = ["## The budget check", "",
              f"These points were trained again at {study.budget.multiplier}x the epochs "
              f"(seeds {', '.join(map(str, study.budget.seeds))}).", "",
@@ -333,18 +334,17 @@ def budget_section(results: Results, study: StudyConfig, main_group: dict[str, G
         lines.append(f"| {label} | {pct(short.acc)} | {pct(long.acc)} | {pts(c.value)} ({interval(c)}) |")
     lines.append("")
     labels = list(long_groups)
-    if len(labels) >= 2:
-        lines.append("Which differences between these points hold at both budgets:")
-        lines.append("")
-        for i, a in enumerate(labels):
-            for b in labels[i + 1:]:
-                short = results.compare(main_group[a], main_group[b])
-                long = results.compare(long_groups[a], long_groups[b])
-                held = budget_verdict(short, long, study.budget.multiplier)
-                lines.append(f"- {a} against {b}: {pts(short.value)} ({interval(short)}){BUDGET_COMPARISON}, "
-                             f"{pts(long.value)} ({interval(long)}) at {study.budget.multiplier}x: {held}.")
-        lines.append("")
-    return lines
+    held = []
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            short = results.compare(main_group[a], main_group[b])
+            long = results.compare(long_groups[a], long_groups[b])
+            verdict_text = budget_verdict(short, long, study.budget.multiplier)
+            held.append(f"- {a} against {b}: {pts(short.value)} ({interval(short)}) at the study's budget, "
+                        f"{pts(long.value)} ({interval(long)}) at {study.budget.multiplier}x: {verdict_text}.")
+    if held:
+        lines += ["Which differences between these points hold at both budgets:", "", *held, ""]
+    return lines, held
 
 
 def budget_verdict(short: Comparison, long: Comparison, multiplier: float) -> str:
@@ -379,7 +379,7 @@ def anchor_section(results: Results, study: StudyConfig) -> list[str]:
 
 
 def answers(study: StudyConfig, steps: dict[str, list[Step]], by_axis: dict[str, list[Group]],
-            matched: list[str], versus: list[str], budget: list[str]) -> list[str]:
+            matched: list[str], versus: list[str], held: list[str]) -> list[str]:
     """The headline: every axis step with its interval and Holm-adjusted verdict and the line fit; width
     against depth at matched compute; the CNN against the best MLP; what the budget check kept."""
     lines = ["## Answers", "", "Each step: the change in test accuracy, its 95 % interval, and whether it survives "
@@ -396,7 +396,6 @@ def answers(study: StudyConfig, steps: dict[str, list[Step]], by_axis: dict[str,
             lines.append(f"  {sentence}")
     lines += ["", "Width or depth at matched compute:", "", *matched, "", "CNN against fully connected (each family "
               "with its own recipe, chosen on the validation split):", "", *versus]
-    held = [line for line in budget if line.startswith("- ") and BUDGET_COMPARISON in line]
     if held:
         lines += ["", f"At {study.budget.multiplier}x the epochs:", "", *held]
     return lines + [""]
@@ -648,8 +647,8 @@ def write_report(out: Path, study: StudyConfig, plan: list[Run], command: str = 
               "never on the test set.", ""]
     matched = matched_compute(results, study, by_axis)
     versus = cnn_vs_mlp(results, baselines, cnns, base_group)
-    budget = budget_section(results, study, main_by_label)
-    lines += answers(study, steps, by_axis, matched, versus, budget)
+    budget, held = budget_section(results, study, main_by_label)
+    lines += answers(study, steps, by_axis, matched, versus, held)
     lines += tuning_section(results, study)
     for axis in study.axes:
         groups = by_axis[axis.name]
