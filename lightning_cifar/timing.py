@@ -19,6 +19,8 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_cifar.errors import LightningCifarError
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -86,18 +88,26 @@ class EpochTestAccuracy(pl.Callback):
     start-up is included).
     """
 
-    def __init__(self, output: Optional[str] = None, start_time: Optional[float] = None) -> None:
+    def __init__(self, output: Optional[str] = None, start_time: Optional[float] = None, from_epoch: int = 1) -> None:
         """
         Args:
             output: JSON-lines file to append one record per epoch to.
             start_time: ``time.time()`` value the wall clock counts from.
+            from_epoch: first epoch (counting from 1) after which to test; a long run's early
+                epochs cannot reach a high target, and with multi-view test-time augmentation
+                on a CPU each test pass costs about a tenth of an epoch.
         """
+        if from_epoch < 1:
+            raise LightningCifarError(f"from_epoch={from_epoch}: must be at least 1 (epochs count from 1)")
         self.output = output
         self.start_time = time.time() if start_time is None else start_time
+        self.from_epoch = from_epoch
         self.eval_seconds = 0.0
 
     @torch.no_grad()
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch + 1 < self.from_epoch:
+            return
         _sync(pl_module.device)
         started = time.time()
         dm = trainer.datamodule

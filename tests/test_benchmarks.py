@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").rglob("*.py"))
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = sorted((REPO / "benchmarks").rglob("*.py"))
 
 
 def package_imports(path: Path) -> list[tuple[str, str]]:
@@ -26,3 +27,25 @@ def test_every_name_a_benchmark_imports_from_the_package_exists(path):
 def test_the_scan_sees_the_imports_inside_functions():
     throughput = next(p for p in BENCHMARKS if p.name == "throughput.py")
     assert ("lightning_cifar.trainer_cli", "default_precision") in package_imports(throughput)
+
+
+SPEEDRUN_CONFIGS = ["fast-cpu-45s.yaml", "speedrun-cpu-90.yaml", "speedrun-cpu-94.yaml"]
+
+
+@pytest.mark.parametrize("config", SPEEDRUN_CONFIGS)
+def test_every_ablation_variant_changes_the_speedrun_config_and_still_builds(config):
+    """A variant that leaves the config as it was would print a row that measures nothing, and one the model
+    refuses (a kernel rule, an unknown option) would fail an hour into the ablation."""
+    import runpy
+
+    import yaml
+
+    from lightning_cifar import Classifier
+
+    variants = runpy.run_path(str(REPO / "benchmarks" / "speedrun_ablation.py"))
+
+    base = yaml.safe_load((REPO / "configs" / config).read_text())
+    for name in variants["VARIANTS"]:
+        changed = variants["variant_config"](base, name)
+        assert (changed == base) == (name == "full"), name
+        Classifier(**changed["model"])

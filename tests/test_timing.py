@@ -7,6 +7,7 @@ from torch import nn
 
 from conftest import trainer
 from lightning_cifar import Classifier
+from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.timing import EpochTestAccuracy, Throughput
 
 
@@ -31,6 +32,18 @@ def test_epoch_test_accuracy_matches_a_real_test_run(tmp_path, tiny_dm):
     assert records[0]["train_wall_s"] < records[1]["train_wall_s"]
     tested = t.test(model, tiny_dm, verbose=False)[0]["test/acc"]
     assert records[-1]["test_acc"] == pytest.approx(tested, abs=1e-5)
+
+
+def test_epoch_test_accuracy_from_a_later_epoch_skips_the_earlier_tests(tmp_path, tiny_dm):
+    out = tmp_path / "e.jsonl"
+    trainer(tmp_path, [EpochTestAccuracy(output=str(out), from_epoch=3)], max_epochs=3, limit_val_batches=0).fit(Classifier("mlp_seed"), tiny_dm)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [3]
+
+
+def test_epoch_test_accuracy_refuses_epoch_zero():
+    with pytest.raises(LightningCifarError, match="from_epoch=0"):
+        EpochTestAccuracy(from_epoch=0)
 
 
 def test_flip_tta_makes_predictions_mirror_invariant():
