@@ -12,4 +12,6 @@ cp "$src/data_batch_5" "$src/test_batch" "$src/batches.meta" gpu_data/part3/cifa
 # and nothing can be downloaded there: bring the wheels along.
 python -m pip download --quiet --no-deps --dest gpu_data/part1/wheels \
     jsonargparse docstring-parser typeshed-client
+# airbench (Keller Jordan's speedrun as a package; needs CUDA), for the side-by-side run of issue 12.
+python -m pip wheel --quiet --no-deps --wheel-dir gpu_data/part1/wheels airbench==0.1.8
 du -sh gpu_data/part*
