@@ -46,10 +46,10 @@ def _set(path: str, value: Any) -> Callable[[Config], None]:
 
 def _switch(path: str) -> Callable[[Config], None]:
     def apply(config: Config) -> None:
-        node = config
+        value: Any = config
         for key in path.split("."):
-            node = node.get(key, {}) if isinstance(node, dict) else {}
-        _set(path, not bool(node))(config)
+            value = value.get(key) if isinstance(value, dict) else None
+        _set(path, not value)(config)  # an absent option is off, as the backbone's defaults are
 
     return apply
 
@@ -102,10 +102,12 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=list(VARIANTS), help="variants to run (default: all)")
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "cifar10"))
     parser.add_argument("--json", help="also write every measurement to this file")
+    parser.add_argument("--from-epoch", type=int, default=1,
+                        help="test only after this epoch and later ones (as time_to_accuracy.py's option)")
     args = parser.parse_args()
     base = yaml.safe_load(Path(args.config).read_text())
     names = args.only or list(VARIANTS)
-    runner_args = argparse.Namespace(data_dir=args.data_dir, extra=[])
+    runner_args = argparse.Namespace(data_dir=args.data_dir, extra=[], from_epoch=args.from_epoch)
     print(f"config {args.config}, target {args.target:.2%}, seeds {args.seeds}, "
           f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     results: dict[str, list[dict]] = {name: [] for name in names}

@@ -46,7 +46,7 @@ def run_seed(config: str, seed: int, args: argparse.Namespace) -> dict:
             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
             f"--trainer.default_root_dir={tmp}",
             "--trainer.callbacks+=lightning_cifar.timing.EpochTestAccuracy",
-            f"--trainer.callbacks.output={out}", f"--trainer.callbacks.from_epoch={getattr(args, 'from_epoch', 1)}",
+            f"--trainer.callbacks.output={out}", f"--trainer.callbacks.from_epoch={args.from_epoch}",
             f"--trainer.callbacks.start_time={time.time()}",
             *args.extra,
         ]

@@ -94,8 +94,8 @@ class EpochTestAccuracy(pl.Callback):
             output: JSON-lines file to append one record per epoch to.
             start_time: ``time.time()`` value the wall clock counts from.
             from_epoch: first epoch (counting from 1) after which to test; a long run's early
-                epochs cannot reach a high target, and with multi-view test-time augmentation
-                on a CPU each test pass costs about a tenth of an epoch.
+                epochs cannot reach a high target, and with six-view test-time augmentation on
+                a CPU each test pass costs about 40 % of a training epoch (benchmarks/RESULTS.md).
         """
         if from_epoch < 1:
             raise LightningCifarError(f"from_epoch={from_epoch}: must be at least 1 (epochs count from 1)")

@@ -22,8 +22,8 @@ timeout 150 python benchmarks/time_to_accuracy.py configs/speedrun-cpu-94.yaml -
     > "$OUT/speedrun94_ours.txt" 2>&1
 python -m pip install --quiet --no-index --find-links gpu_data/part1/wheels airbench >> "$OUT/install.log" 2>&1
 # airbench reads ./cifar10 (torchvision's layout; the MD5 check finds the files, so nothing is downloaded).
-mkdir -p "$OUT/../airbench_run" && ln -sfn "$data" "$OUT/../airbench_run/cifar10"
-( cd "$OUT/../airbench_run" && timeout 120 python -c "
+airbench_dir=$(mktemp -d) && ln -s "$data" "$airbench_dir/cifar10"
+( cd "$airbench_dir" && timeout 120 python -c "
 import time; start = time.time()
 import airbench; airbench.train94()
 print(f'process wall s (from the first import): {time.time() - start:.2f}')" ) > "$OUT/speedrun94_airbench.txt" 2>&1

@@ -3,8 +3,11 @@ channels_last, 500 x 64 x 16 x 16: does the frozen scale change the speed? Three
 
     python benchmarks/speedrun/probes/batchnorm_frozen_scale.py
 """
-import time, torch
+import time
+
+import torch
 from torch import nn
+
 torch.manual_seed(0)
 x0 = torch.randn(500, 64, 16, 16).contiguous(memory_format=torch.channels_last)
 res = {}
