@@ -100,6 +100,8 @@ def main() -> None:
         curve = " ".join(f"{e['test_acc']:.4f}@{e['train_wall_s']:.0f}s" for e in run["epochs"])
         print(f"seed {seed}: fit {run['fit_wall_s']:.1f} s (without the per-epoch test passes); test acc per epoch: {curve}",
               flush=True)
+        if args.json:  # seeds of long configs take half an hour each: keep each one as it finishes
+            save(args, runs, [rate_before, None])
     rate_after = reference_rate(args)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     if rate_before is not None:
@@ -136,8 +138,16 @@ def main() -> None:
           f"one test pass of the trained model (with the config's test-time augmentation): "
           f"{statistics.mean(last_eval):.1f} s, not in the wall times")
     if args.json:
-        Path(args.json).write_text(json.dumps({"config": args.config, "runs": runs, "tutorial_img_s": [rate_before, rate_after],
-                                               "train_flops_per_image": flops_per_image, "peak_flops": peak}, indent=1))
+        save(args, runs, [rate_before, rate_after], train_flops_per_image=flops_per_image, peak_flops=peak)
+
+
+def save(args: argparse.Namespace, runs: list[dict], tutorial_img_s: list, **totals: float) -> None:
+    """Write the measurements so far to ``--json`` (whole: a reader never sees half a file)."""
+    path = Path(args.json)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps({"config": args.config, "runs": runs, "tutorial_img_s": tutorial_img_s, **totals},
+                                  indent=1))
+    partial.replace(path)
 
 
 if __name__ == "__main__":

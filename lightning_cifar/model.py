@@ -114,6 +114,7 @@ class Classifier(pl.LightningModule):
         init: Literal["torch", "keras"] = "torch",
         muon_lr: float = 0.02,
         muon_momentum: float = 0.95,
+        muon_normalize: bool = False,
     ) -> None:
         """
         Args:
@@ -148,6 +149,9 @@ class Classifier(pl.LightningModule):
                 notebook's Keras layers start).
             muon_lr: Muon's peak learning rate (``optimizer=muon``), scaled by the same schedule.
             muon_momentum: Muon's momentum (``optimizer=muon``).
+            muon_normalize: before each Muon step, rescale every filter bank to Frobenius norm
+                sqrt(output channels), as airbench94_muon does (``optimizer=muon``; batch norm must follow
+                each convolution, or this changes what the network computes).
         """
         super().__init__()
         # Only the init arguments go into hparams: LightningCLI and
@@ -317,7 +321,8 @@ class Classifier(pl.LightningModule):
             opt = torch.optim.AdamW(params, lr=hp.lr, eps=hp.eps, weight_decay=hp.weight_decay)
         elif hp.optimizer == "muon":
             opt = MuonWithSGD(params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
-                              weight_decay=hp.weight_decay, muon_lr=hp.muon_lr, muon_momentum=hp.muon_momentum)
+                              weight_decay=hp.weight_decay, muon_lr=hp.muon_lr, muon_momentum=hp.muon_momentum,
+                              normalize_filters=hp.muon_normalize)
         else:
             raise LightningCifarError(f"optimizer={hp.optimizer!r}: allowed values are 'sgd', 'adam', 'adamw', 'muon'")
         if hp.scheduler == "none":

@@ -40,7 +40,8 @@ class MuonWithSGD(torch.optim.Optimizer):
     """``torch.optim.Muon`` on every 4D parameter (convolution filters), ``torch.optim.SGD`` on the rest."""
 
     def __init__(self, params: Iterable[Tensor], lr: float, momentum: float, nesterov: bool, weight_decay: float,
-                 muon_lr: float, muon_momentum: float, muon_weight_decay: float = 0.0) -> None:
+                 muon_lr: float, muon_momentum: float, muon_weight_decay: float = 0.0,
+                 normalize_filters: bool = False) -> None:
         params = [p for p in params if p.requires_grad]
         self._filters = [p for p in params if p.ndim == 4]
         others = [p for p in params if p.ndim != 4]
@@ -49,6 +50,7 @@ class MuonWithSGD(torch.optim.Optimizer):
                                       " use sgd, adam or adamw")
         # Parameters that alias the filters' memory: what Muon updates in place is the filters.
         self._matrices = [torch.nn.Parameter(_matrix_view(p.detach())) for p in self._filters]
+        self.normalize_filters = normalize_filters
         super().__init__([*self._matrices, *others], {})
         self.muon = torch.optim.Muon(self._matrices, lr=muon_lr, momentum=muon_momentum, nesterov=nesterov,
                                      weight_decay=muon_weight_decay)
@@ -96,6 +98,12 @@ class MuonWithSGD(torch.optim.Optimizer):
                 loss = closure()
         for filters, matrix in zip(self._filters, self._matrices):
             matrix.grad = None if filters.grad is None else _as_matrix_like(filters.grad, filters)
+            if self.normalize_filters and matrix.grad is not None:
+                # Batch norm after each convolution makes the filters' scale irrelevant to the output, but
+                # not to training: Muon's steps have a fixed size, so as the filters grow each step turns
+                # them less. Holding every bank at norm sqrt(out) keeps the schedule's rate the rate the
+                # filters actually turn at (airbench94_muon does this before each step).
+                matrix.mul_(matrix.shape[0] ** 0.5 / matrix.norm().clamp(min=1e-12))
         for part in self._parts():
             part.step()
         return loss

@@ -139,6 +139,34 @@ def test_the_whitening_layer_decorrelates_the_patches_it_was_set_from():
     assert not layer.weight.requires_grad and bool(layer.initialised)
 
 
+def test_whitening_can_keep_whole_patches_only_and_its_directions_of_largest_variance():
+    from lightning_cifar.backbones.whitening import PatchWhitening
+
+    torch.manual_seed(0)
+    images = torch.randn(100, 3, 16, 16).cumsum(-1)  # neighbouring pixels correlate: unequal variances
+    full, kept = PatchWhitening(3, 3), PatchWhitening(3, 3, padding="valid", directions=5)
+    full.initialise(images), kept.initialise(images)
+    assert kept.out_channels == 10 and kept(images).shape == (100, 10, 14, 14)
+    # The same filters as the full layer's five of largest variance (its last five: ascending eigenvalues).
+    torch.testing.assert_close(kept.weight[:5], full.weight[22:27])
+    torch.testing.assert_close(kept.weight[5:], -full.weight[22:27])
+    net = registry.create("convpool", widths=[8, 16], kernels=[3, 3], whiten=3, whiten_padding="valid",
+                          whiten_directions=5, head="flatten")
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)  # 30 -> 15 -> 7: the flatten head is sized for it
+    assert net.head[-1].in_features == 16 * 7 * 7
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"whiten": 3, "whiten_directions": 28}, r"whiten_directions=28: a 3x3 patch of 3 channels has 27 directions;"
+                                             r" allowed 1 to 27, or null for all"),
+    ({"whiten": 3, "whiten_padding": "full"}, r"whiten_padding='full': allowed values are 'same', 'valid'"),
+    ({"whiten_directions": 12}, r"whiten_directions=12: these set the whitening layer; add one with whiten=3"),
+])
+def test_bad_whitening_options_are_refused_in_one_line(kwargs, message):
+    with pytest.raises(BackboneConfigError, match=message):
+        registry.create("convpool", widths=[8, 16], kernels=[3, 3], **kwargs)
+
+
 def test_whitening_counts_as_a_block_for_the_kernel_rule():
     with pytest.raises(BackboneConfigError, match=r"whitening layer counts as one: whiten=3 < block 1's 5"):
         registry.create("convpool", widths=[8, 16], kernels=[5, 3], whiten=3)

@@ -32,6 +32,29 @@ def test_the_filters_move_exactly_as_torch_muon_moves_their_matrix(channels_last
     assert filters.grad is None and bias.grad is None
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_normalize_filters_rescales_each_bank_to_norm_sqrt_out_before_the_muon_step(channels_last):
+    """As airbench94_muon: the bank is first set to Frobenius norm sqrt(out channels), then Muon steps it."""
+    torch.manual_seed(0)
+    filters = torch.nn.Parameter(5.0 * torch.randn(8, 4, 3, 3))
+    if channels_last:
+        filters.data = filters.data.to(memory_format=torch.channels_last)
+    reference = torch.nn.Parameter(_matrix_view(filters.detach()).clone())
+    ours = MuonWithSGD([filters], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.0, muon_lr=0.05,
+                       muon_momentum=0.9, normalize_filters=True)
+    torch_muon = torch.optim.Muon([reference], lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.0)
+    for _ in range(2):
+        grad = torch.randn(8, 4, 3, 3)
+        filters.grad = grad.contiguous(memory_format=torch.channels_last) if channels_last else grad.clone()
+        reference.grad = (grad.permute(0, 2, 3, 1) if channels_last else grad).reshape(8, -1).clone()
+        with torch.no_grad():
+            reference.mul_(8 ** 0.5 / reference.norm())
+        ours.step(), torch_muon.step()
+    assert torch.allclose(_matrix_view(filters.detach()), reference.detach(), atol=1e-5)
+    # One Muon step of rate 0.05 moves a bank of norm sqrt(8) = 2.83 by little: far from the 5x-scaled start.
+    assert abs(filters.detach().norm().item() - 8 ** 0.5) < 0.5
+
+
 def test_one_schedule_scales_both_learning_rates_also_after_a_reload():
     filters, bias = torch.nn.Parameter(torch.randn(4, 3, 3, 3)), torch.nn.Parameter(torch.randn(4))
     opt = MuonWithSGD([filters, bias], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.0, muon_lr=0.02,
