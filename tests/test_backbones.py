@@ -194,6 +194,18 @@ def test_head_scale_multiplies_the_logits_and_must_be_positive():
         registry.create("convpool", widths=[8], kernels=[3], head_scale=0)
 
 
+def test_the_global_max_head_reads_each_filters_largest_response():
+    torch.manual_seed(0)
+    avg = registry.create("convpool", widths=[8, 16], kernels=[3, 3])
+    top = registry.create("convpool", widths=[8, 16], kernels=[3, 3], head="global_max")
+    top.load_state_dict(avg.state_dict())  # no weights of its own: checkpoints stay interchangeable
+    avg.eval(), top.eval()
+    x = torch.randn(4, 3, 32, 32)
+    maps = top.features(x)
+    torch.testing.assert_close(top(x), top.head[-1](maps.amax(dim=(2, 3))))
+    assert not torch.allclose(top(x), avg(x))
+
+
 def test_fit_sets_the_whitening_layer_once_and_a_resumed_run_keeps_it(tmp_path, tiny_cifar, cli):
     from conftest import TINY_DATA_ARGS
 

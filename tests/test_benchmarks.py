@@ -49,3 +49,16 @@ def test_every_ablation_variant_changes_the_speedrun_config_and_still_builds(con
         changed = variants["variant_config"](base, name)
         assert (changed == base) == (name == "full"), name
         Classifier(**changed["model"])
+
+
+def test_the_gpu_script_scores_our_94_config_once_after_its_last_epoch():
+    """It compares whole-process times with airbench, which tests once: an earlier --from-epoch would add test
+    passes to ours (each about 40 % of an epoch), a later one would score nothing."""
+    import re
+
+    import yaml
+
+    script = (REPO / "benchmarks" / "gpu" / "run_checks.sh").read_text()
+    call = re.search(r"time_to_accuracy\.py configs/speedrun-cpu-94\.yaml[^\n]*\n[^\n]*--from-epoch (\d+)", script)
+    epochs = yaml.safe_load((REPO / "configs" / "speedrun-cpu-94.yaml").read_text())["trainer"]["max_epochs"]
+    assert call is not None and int(call.group(1)) == epochs

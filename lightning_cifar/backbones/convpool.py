@@ -71,7 +71,7 @@ class ConvPoolNet(nn.Module):
         pool: Literal["max", "avg"] = "max",
         pool_position: Literal["last", "first"] = "last",
         dropout: Union[float, Sequence[float]] = 0.0,
-        head: Literal["global", "flatten"] = "global",
+        head: Literal["global", "global_max", "flatten"] = "global",
         dense: Sequence[int] = (),
         head_dropout: float = 0.0,
         in_channels: int = 3,
@@ -101,7 +101,8 @@ class ConvPoolNet(nn.Module):
                 after its ``first`` (as airbench does: the block's later convolutions
                 run at a quarter of the pixels, for about half the cost).
             dropout: dropout after each block's pooling (one number or one per block).
-            head: ``global`` (global average pooling) or ``flatten`` (as in Keras).
+            head: ``global`` (global average pooling), ``global_max`` (the largest response of each
+                filter anywhere, as airbench's last pooling) or ``flatten`` (as in Keras).
             dense: hidden sizes of dense layers in the head, before the classifier.
             head_dropout: dropout right before the classifier layer.
             in_channels: input channels.
@@ -132,8 +133,8 @@ class ConvPoolNet(nn.Module):
             raise BackboneConfigError(f"pool={pool!r}: allowed values are 'max', 'avg'")
         if pool_position not in ("last", "first"):
             raise BackboneConfigError(f"pool_position={pool_position!r}: allowed values are 'last', 'first'")
-        if head not in ("global", "flatten"):
-            raise BackboneConfigError(f"head={head!r}: allowed values are 'global', 'flatten'")
+        if head not in ("global", "global_max", "flatten"):
+            raise BackboneConfigError(f"head={head!r}: allowed values are 'global', 'global_max', 'flatten'")
         widths, kernels = _resolve_blocks(widths, kernels, blocks)
         n = len(widths)
         kernels = _per_block(kernels, n, "kernels")
@@ -202,8 +203,8 @@ class ConvPoolNet(nn.Module):
         self.features = nn.Sequential(*layers)
 
         head_layers: list[nn.Module] = []
-        if head == "global":
-            head_layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        if head in ("global", "global_max"):
+            head_layers += [nn.AdaptiveAvgPool2d(1) if head == "global" else nn.AdaptiveMaxPool2d(1), nn.Flatten()]
             features = channels
         else:
             head_layers.append(nn.Flatten())
