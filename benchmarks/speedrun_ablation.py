@@ -70,7 +70,10 @@ VARIANTS: dict[str, tuple[str, Callable[[Config], None]]] = {
     # SGD at the SGD part's small rate would starve the filters; 0.2 is our SGD recipes' rate (fast-cpu*.yaml).
     "no-muon": ("Muon for the filters: SGD with Nesterov for every weight, peak rate 0.2",
                 _all(_set("model.optimizer", "sgd"), _set("model.lr", 0.2))),
-    "no-whiten": ("the frozen patch-whitening first layer", _set(f"{KW}.whiten", 0)),
+    # Its padding and directions go with it (the backbone refuses them without the layer).
+    "no-whiten": ("the frozen patch-whitening first layer",
+                  _all(_set(f"{KW}.whiten", 0), _set(f"{KW}.whiten_padding", "same"),
+                       _set(f"{KW}.whiten_directions", None))),
     # The ablation found identity init costing accuracy in the one-epoch config, which then dropped it:
     # this variant switches it, off where a config has it and on where it does not.
     "switch-dirac": ("identity initialisation of the convolutions, switched (on <-> off)", _switch(f"{KW}.dirac")),

@@ -17,7 +17,7 @@ from lightning_cifar.checkpoint_io import DATA_HPARAMS, MODEL_HPARAMS, read_chec
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.input_norm import Standardize
 from lightning_cifar.loss_guard import NonFiniteLossGuard
-from lightning_cifar.optimizers import MuonWithSGD
+from lightning_cifar.optimizers import MuonWithSGD, parameter_groups
 from lightning_cifar.schedules import lr_multiplier
 
 # Training images a backbone's data-set layers (a whitening layer) are computed from, as the speedruns.
@@ -115,6 +115,7 @@ class Classifier(pl.LightningModule):
         muon_lr: float = 0.02,
         muon_momentum: float = 0.95,
         muon_normalize: bool = False,
+        bias_lr: Optional[float] = None,
     ) -> None:
         """
         Args:
@@ -152,6 +153,8 @@ class Classifier(pl.LightningModule):
             muon_normalize: before each Muon step, rescale every filter bank to Frobenius norm
                 sqrt(output channels), as airbench94_muon does (``optimizer=muon``; batch norm must follow
                 each convolution, or this changes what the network computes).
+            bias_lr: peak learning rate of the vectors (biases, batch-norm shifts and scales), whose weight
+                decay is then scaled by ``lr / bias_lr`` (the same decay per step); null: ``lr``, like the rest.
         """
         super().__init__()
         # Only the init arguments go into hparams: LightningCLI and
@@ -169,6 +172,8 @@ class Classifier(pl.LightningModule):
             raise LightningCifarError(f"weight_decay={weight_decay}: must be 0 or more")
         if eps <= 0:
             raise LightningCifarError(f"eps={eps}: must be > 0")
+        if bias_lr is not None and not bias_lr > 0:
+            raise LightningCifarError(f"bias_lr={bias_lr}: must be > 0, or null for lr")
         if muon_lr <= 0 or not 0.0 <= muon_momentum < 1.0:
             raise LightningCifarError(f"muon_lr={muon_lr}, muon_momentum={muon_momentum}: need muon_lr > 0 and a"
                                       " momentum in [0, 1)")
@@ -309,7 +314,7 @@ class Classifier(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        params = self.parameters()
+        params = parameter_groups(self.parameters(), hp.lr, hp.weight_decay, hp.bias_lr)
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(
                 params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov and hp.momentum > 0,
@@ -320,9 +325,9 @@ class Classifier(pl.LightningModule):
         elif hp.optimizer == "adamw":
             opt = torch.optim.AdamW(params, lr=hp.lr, eps=hp.eps, weight_decay=hp.weight_decay)
         elif hp.optimizer == "muon":
-            opt = MuonWithSGD(params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
+            opt = MuonWithSGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
                               weight_decay=hp.weight_decay, muon_lr=hp.muon_lr, muon_momentum=hp.muon_momentum,
-                              normalize_filters=hp.muon_normalize)
+                              normalize_filters=hp.muon_normalize, bias_lr=hp.bias_lr)
         else:
             raise LightningCifarError(f"optimizer={hp.optimizer!r}: allowed values are 'sgd', 'adam', 'adamw', 'muon'")
         if hp.scheduler == "none":

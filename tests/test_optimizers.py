@@ -103,3 +103,29 @@ def test_lightnings_ema_callback_trains_saves_the_average_and_resumes(tmp_path, 
     assert second["global_step"] == 2 * first["global_step"]
     result = cli(["test", *data[:-2], "--ckpt_path=last"], tmp_path)
     assert "test/acc" in result.stdout
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw", "muon"])
+def test_bias_lr_puts_the_vectors_in_their_own_group_at_the_same_decay_per_step(optimizer):
+    from lightning_cifar import Classifier
+
+    model = Classifier(backbone="convpool", backbone_kwargs={"widths": [8, 16], "kernels": [3, 3]},
+                       optimizer=optimizer, lr=0.1, weight_decay=5e-4, bias_lr=2.0, scheduler="none")
+    groups = model.configure_optimizers().param_groups
+    vectors = [g for g in groups if g["lr"] == 2.0]
+    assert len(vectors) == 1 and all(p.ndim == 1 for p in vectors[0]["params"])
+    assert vectors[0]["weight_decay"] * 2.0 == pytest.approx(5e-4 * 0.1)  # rate x decay as at lr
+    named = {id(p) for p in vectors[0]["params"]}
+    assert {n for n, p in model.named_parameters() if id(p) in named} == {
+        n for n, p in model.named_parameters() if p.ndim == 1}  # every bias and batch-norm vector, nothing else
+    plain = Classifier(backbone="convpool", backbone_kwargs={"widths": [8, 16], "kernels": [3, 3]},
+                       optimizer=optimizer, lr=0.1, scheduler="none").configure_optimizers().param_groups
+    assert {g["lr"] for g in plain} == ({0.1, 0.02} if optimizer == "muon" else {0.1})
+
+
+def test_a_bad_bias_lr_is_refused_in_one_line():
+    from lightning_cifar import Classifier
+    from lightning_cifar.errors import LightningCifarError
+
+    with pytest.raises(LightningCifarError, match=r"bias_lr=0.0: must be > 0, or null for lr"):
+        Classifier(bias_lr=0.0)
