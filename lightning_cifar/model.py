@@ -154,7 +154,8 @@ class Classifier(pl.LightningModule):
                 sqrt(output channels), as airbench94_muon does (``optimizer=muon``; batch norm must follow
                 each convolution, or this changes what the network computes).
             bias_lr: peak learning rate of the vectors (biases, batch-norm shifts and scales), whose weight
-                decay is then scaled by ``lr / bias_lr`` (the same decay per step); null: ``lr``, like the rest.
+                decay is then scaled by ``lr / bias_lr`` (the same decay per step with SGD and AdamW, where a
+                step decays by rate times decay; not so with Adam's adaptive L2); null: ``lr``, like the rest.
         """
         super().__init__()
         # Only the init arguments go into hparams: LightningCLI and
@@ -314,7 +315,9 @@ class Classifier(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        params = parameter_groups(self.parameters(), hp.lr, hp.weight_decay, hp.bias_lr)
+        params: Any = self.parameters()
+        if hp.optimizer != "muon":  # MuonWithSGD splits them itself: filters to Muon, the rest into these groups
+            params = parameter_groups(params, hp.lr, hp.weight_decay, hp.bias_lr)
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(
                 params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov and hp.momentum > 0,
@@ -325,7 +328,7 @@ class Classifier(pl.LightningModule):
         elif hp.optimizer == "adamw":
             opt = torch.optim.AdamW(params, lr=hp.lr, eps=hp.eps, weight_decay=hp.weight_decay)
         elif hp.optimizer == "muon":
-            opt = MuonWithSGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
+            opt = MuonWithSGD(params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
                               weight_decay=hp.weight_decay, muon_lr=hp.muon_lr, muon_momentum=hp.muon_momentum,
                               normalize_filters=hp.muon_normalize, bias_lr=hp.bias_lr)
         else:

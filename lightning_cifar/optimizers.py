@@ -41,7 +41,8 @@ def parameter_groups(params: Iterable[Tensor], lr: float, weight_decay: float,
     """Optimizer parameter groups: one, or with ``bias_lr`` two, the vectors (biases, batch-norm shifts and
     scales) apart at their own peak rate. The speedruns train those at rates far above the weights'
     (airbench94: 64x); their weight decay is scaled by lr / bias_lr so that each step decays them as much
-    as at ``lr`` (SGD's decay per step is rate times decay), as airbench does."""
+    as at ``lr`` (SGD's and AdamW's decay per step is rate times decay; Adam's L2 goes through its
+    adaptive scaling, so there the match is not exact), as airbench does."""
     if bias_lr is None:
         return [{"params": list(params)}]  # all of them, frozen ones too: as saved optimizer states count them
     params = [p for p in params if p.requires_grad]
