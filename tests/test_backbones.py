@@ -194,6 +194,18 @@ def test_head_scale_multiplies_the_logits_and_must_be_positive():
         registry.create("convpool", widths=[8], kernels=[3], head_scale=0)
 
 
+def test_without_head_bias_the_classifier_has_no_bias_for_bias_lr_to_train():
+    from lightning_cifar import Classifier
+
+    net = registry.create("convpool", widths=[8, 16], kernels=[3, 3], head_bias=False)
+    assert net.head[-1].bias is None and net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    model = Classifier(backbone="convpool", backbone_kwargs={"widths": [8, 16], "kernels": [3, 3], "head_bias": False},
+                       optimizer="muon", lr=0.1, bias_lr=2.0, scheduler="none")
+    fast = {id(p) for g in model.configure_optimizers().param_groups if g["lr"] == 2.0 for p in g["params"]}
+    assert not any(n.startswith("backbone.head") for n, p in model.named_parameters() if id(p) in fast)
+    assert any(n.startswith("backbone.head") for n, p in model.named_parameters())  # its weight trains at lr
+
+
 def test_the_global_max_head_reads_each_filters_largest_response():
     torch.manual_seed(0)
     avg = registry.create("convpool", widths=[8, 16], kernels=[3, 3])

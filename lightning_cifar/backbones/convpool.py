@@ -82,6 +82,7 @@ class ConvPoolNet(nn.Module):
         norm_momentum: float = 0.1,
         norm_scale: bool = True,
         head_scale: float = 1.0,
+        head_bias: bool = True,
     ) -> None:
         """
         Args:
@@ -121,6 +122,8 @@ class ConvPoolNet(nn.Module):
             norm_scale: train batch norm's scale; false keeps it at 1 (only the shift trains).
             head_scale: multiplies the logits, which for a linear classifier amounts to a smaller initial
                 classifier and a lower learning rate for it alone; the speedruns tuned it to 1/9.
+            head_bias: give the classifier a bias. airbench's has none; with ``bias_lr`` (the model's
+                rate for vectors) a bias there would train at the biases' high rate and shift whole logits.
         """
         super().__init__()
         if num_classes < 1:
@@ -216,7 +219,7 @@ class ConvPoolNet(nn.Module):
             features = int(hidden)
         if head_dropout > 0:
             head_layers.append(nn.Dropout(head_dropout))
-        head_layers.append(nn.Linear(features, num_classes))
+        head_layers.append(nn.Linear(features, num_classes, bias=head_bias))
         self.head = nn.Sequential(*head_layers)
         self.kernels = list(kernels)
         self.head_scale = float(head_scale)
