@@ -3,6 +3,7 @@
     python benchmarks/time_to_accuracy.py configs/fast-cpu-90s.yaml --seeds 0 1 2
     python benchmarks/time_to_accuracy.py configs/fast-cpu.yaml --seeds 0 --targets 0.7315 0.90
     python benchmarks/time_to_accuracy.py configs/cnn-base.yaml -- --trainer.max_epochs=3   # extra CLI args
+    python benchmarks/time_to_accuracy.py configs/speedrun-cpu-94.yaml --json out.json --resume   # the seeds out.json lacks
 
 Each seed runs `lightning-cifar fit -c CONFIG` in a fresh process, as users run it. After
 every training epoch the test set is evaluated (lightning_cifar.timing.EpochTestAccuracy);
@@ -37,14 +38,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput  # noqa: E402  (the tutorial loop, the peaks and the FLOP count, shared with that benchmark)
 
 
+def fit_command(config: str, seed: int, args: argparse.Namespace, tmp: str) -> list[str]:
+    """The ``lightning-cifar fit`` a seed runs (``tmp``: its run folder), before the per-epoch test callback."""
+    return [
+        sys.executable, "-m", "lightning_cifar", "fit", "-c", str(Path(config).resolve()),
+        f"--data.data_dir={Path(args.data_dir).resolve()}", f"--seed_everything={seed}",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={tmp}",
+    ]
+
+
 def run_seed(config: str, seed: int, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "epochs.jsonl"
         cmd = [
-            sys.executable, "-m", "lightning_cifar", "fit", "-c", str(Path(config).resolve()),
-            f"--data.data_dir={Path(args.data_dir).resolve()}", f"--seed_everything={seed}",
-            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-            f"--trainer.default_root_dir={tmp}",
+            *fit_command(config, seed, args, tmp),
             "--trainer.callbacks+=lightning_cifar.timing.EpochTestAccuracy",
             f"--trainer.callbacks.output={out}", f"--trainer.callbacks.from_epoch={args.from_epoch}",
             f"--trainer.callbacks.start_time={time.time()}",
@@ -60,6 +68,61 @@ def run_seed(config: str, seed: int, args: argparse.Namespace) -> dict:
         config = yaml.safe_load(next(Path(tmp).glob("lightning_logs/version_*/config.yaml")).read_text())
     return {"seed": seed, "epochs": epochs, "process_wall_s": total,
             "fit_wall_s": total - epochs[-1]["eval_s"], "config": config}
+
+
+def recipe(config: dict) -> dict:
+    """What a seed trained: its resolved trainer, model and data settings, without what differs from seed to
+    seed by design (the seed, its run folder, the benchmark's own callback with its per-seed start time and
+    output file) and the data's path. The rest (checkpointing, for one) is filled in at run time, so a run's
+    saved config and ``--print_config`` differ there."""
+    config = json.loads(json.dumps({key: config.get(key) or {} for key in ("trainer", "model", "data")}))
+    for key in ("callbacks", "default_root_dir"):
+        config["trainer"].pop(key, None)
+    config["data"].pop("data_dir", None)
+    return config
+
+
+def finished_seeds(args: argparse.Namespace) -> tuple[list[dict], list[float]]:
+    """``--resume``: the seeds ``--json`` already holds and the tutorial-loop rates measured in that earlier run,
+    once this invocation's settings are checked to resolve to the same recipe (a table must not mix two recipes;
+    resolving asks ``lightning-cifar fit --print_config``, a few seconds)."""
+    path = Path(args.json)
+    if not path.is_file():
+        return [], []
+    saved = json.loads(path.read_text())
+    runs = saved["runs"]
+    if saved.get("config") != args.config:
+        raise SystemExit(f"--resume: {path} holds seeds of {saved.get('config')}, not of {args.config}")
+    extra = sorted({r["seed"] for r in runs} - set(args.seeds))
+    if extra:  # rewriting the file without them would lose finished runs
+        raise SystemExit(f"--resume: {path} also holds seeds {extra}; add them to --seeds (they are not rerun)")
+    if runs and set(args.seeds) - {r["seed"] for r in runs}:
+        with tempfile.TemporaryDirectory() as tmp:
+            proc = subprocess.run([*fit_command(args.config, 0, args, tmp), *args.extra, "--print_config"], cwd=tmp,
+                                  capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        if proc.returncode != 0:
+            raise SystemExit(f"--resume: the settings do not resolve:\n{proc.stderr[-3000:]}")
+        differ = differing_settings(recipe(yaml.safe_load(proc.stdout)), recipe(runs[0]["config"]))
+        tested_from = [c["init_args"].get("from_epoch") for c in runs[0]["config"]["trainer"].get("callbacks") or []
+                       if c.get("class_path", "").endswith("EpochTestAccuracy")]
+        if tested_from and tested_from[0] != args.from_epoch:
+            differ.append(f"--from-epoch (theirs: {tested_from[0]})")
+        if differ:
+            raise SystemExit(f"--resume: these settings differ from the seeds in {path}: {', '.join(differ)};"
+                             " pass the earlier run's arguments after --, or write to another --json file")
+    return runs, [r for r in saved.get("tutorial_img_s") or [] if r is not None]
+
+
+def differing_settings(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the settings whose values differ between two resolved configs."""
+    names = []
+    for key in sorted(set(a) | set(b), key=str):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            names += differing_settings(x, y, f"{prefix}{key}.")
+        elif x != y:
+            names.append(f"{prefix}{key}")
+    return names
 
 
 def reference_rate(args: argparse.Namespace) -> float | None:
@@ -86,27 +149,36 @@ def main() -> None:
                         help="test only after this epoch and later ones (a long run's early epochs reach no target)")
     parser.add_argument("--reference-steps", type=int, default=40,
                         help="steps of the tutorial loop measured before and after the seeds (0: skip)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the seeds the --json file already holds (checked to be of the same settings) and"
+                             " run only the others; the table covers them all")
     argv = sys.argv[1:]
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
     args.extra = argv[split + 1:]  # more lightning-cifar arguments, after --
+    if args.resume and not args.json:
+        parser.error("--resume needs --json FILE: the file the finished seeds were written to")
 
     print(f"config {args.config}, seeds {args.seeds}, load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    runs, earlier_rates = finished_seeds(args) if args.resume else ([], [])
+    for run in runs:
+        print(f"seed {run['seed']}: kept from {args.json}, fit {run['fit_wall_s']:.1f} s", flush=True)
     rate_before = reference_rate(args)
-    runs = []
-    for seed in args.seeds:
+    for seed in [s for s in args.seeds if s not in {r["seed"] for r in runs}]:
         run = run_seed(args.config, seed, args)
         runs.append(run)
         curve = " ".join(f"{e['test_acc']:.4f}@{e['train_wall_s']:.0f}s" for e in run["epochs"])
         print(f"seed {seed}: fit {run['fit_wall_s']:.1f} s (without the per-epoch test passes); test acc per epoch: {curve}",
               flush=True)
         if args.json:  # seeds of long configs take half an hour each: keep each one as it finishes
-            save(args, runs, [rate_before, None])
+            save(args, runs, [*earlier_rates, rate_before, None])
     rate_after = reference_rate(args)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     if rate_before is not None:
         print(f"the tutorial training loop on this machine (cnn_base, fp32, {args.reference_steps} steps):"
-              f" {rate_before:,.0f} img/s before the seeds, {rate_after:,.0f} after")
+              f" {rate_before:,.0f} img/s before the seeds, {rate_after:,.0f} after"
+              + (f" (in the earlier run the kept seeds come from: {', '.join(f'{r:,.0f}' for r in earlier_rates)})"
+                 if earlier_rates else ""))
     config = runs[0]["config"]
     model = config["model"]
     flops_per_image = throughput.training_flops_per_image(model["backbone"], model.get("backbone_kwargs") or {})
@@ -138,7 +210,8 @@ def main() -> None:
           f"one test pass of the trained model (with the config's test-time augmentation): "
           f"{statistics.mean(last_eval):.1f} s, not in the wall times")
     if args.json:
-        save(args, runs, [rate_before, rate_after], train_flops_per_image=flops_per_image, peak_flops=peak)
+        save(args, runs, [*earlier_rates, rate_before, rate_after], train_flops_per_image=flops_per_image,
+             peak_flops=peak)
 
 
 def save(args: argparse.Namespace, runs: list[dict], tutorial_img_s: list, **totals: float) -> None:

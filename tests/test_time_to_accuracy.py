@@ -1,0 +1,63 @@
+"""benchmarks/time_to_accuracy.py --resume: a seed of the 94 % config takes most of an hour, so a run cut short
+(a session's end, a kill) must go on with the seeds it lacks, and never mix two recipes in one table."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, SMALL_NET, SUBPROCESS_TIMEOUT, TINY_DATA_ARGS
+
+SCRIPT = REPO / "benchmarks" / "time_to_accuracy.py"
+TINY = [*TINY_DATA_ARGS, *SMALL_NET, "--data.val_split=0", "--trainer.max_epochs=1", "--trainer.precision=32-true"]
+
+
+def bench(args: list[str], tiny_cifar, cwd, extra=TINY) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "configs/cnn-base.yaml", "--targets", "0.05", "--reference-steps", "0",
+         "--data-dir", str(tiny_cifar), *args, "--", *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+@pytest.fixture(scope="module")
+def seed_0_file(tiny_cifar, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tta") / "seed0.json"
+    result = bench(["--seeds", "0", "--json", str(path)], tiny_cifar, None)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return path
+
+
+def test_resume_keeps_the_finished_seeds_and_runs_only_the_missing_ones(seed_0_file, tiny_cifar, tmp_path):
+    path = tmp_path / "run.json"
+    shutil.copy(seed_0_file, path)
+    result = bench(["--seeds", "0", "1", "--json", str(path), "--resume"], tiny_cifar, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "seed 0: kept from" in result.stdout and "seed 1: fit" in result.stdout
+    assert "seed 0: fit" not in result.stdout  # not trained again
+    saved = json.loads(path.read_text())
+    assert [r["seed"] for r in saved["runs"]] == [0, 1]
+    assert saved["runs"][0] == json.loads(seed_0_file.read_text())["runs"][0]  # kept as it was measured
+    assert "over 2 seeds" in result.stdout  # the table covers both
+
+
+def test_resume_refuses_other_settings_and_leaves_the_file_alone(seed_0_file, tiny_cifar, tmp_path):
+    path = tmp_path / "run.json"
+    shutil.copy(seed_0_file, path)
+    result = bench(["--seeds", "0", "1", "--json", str(path), "--resume"], tiny_cifar, tmp_path,
+                   extra=[*TINY, "--model.lr=0.5"])
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("--resume: these settings differ from the seeds in")
+    assert "model.lr" in result.stderr and "model.backbone" not in result.stderr
+    assert path.read_bytes() == seed_0_file.read_bytes()
+
+
+def test_resume_refuses_to_drop_seeds_the_file_holds(seed_0_file, tiny_cifar, tmp_path):
+    path = tmp_path / "run.json"
+    shutil.copy(seed_0_file, path)
+    result = bench(["--seeds", "1", "--json", str(path), "--resume"], tiny_cifar, tmp_path)
+    assert result.returncode != 0
+    assert "also holds seeds [0]; add them to --seeds" in result.stderr
+    assert path.read_bytes() == seed_0_file.read_bytes()
