@@ -48,6 +48,10 @@ def fit_command(config: str, seed: int, args: argparse.Namespace, tmp: str) -> l
     ]
 
 
+def run_quietly(cmd: list[str], cwd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
 def run_seed(config: str, seed: int, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "epochs.jsonl"
@@ -59,8 +63,7 @@ def run_seed(config: str, seed: int, args: argparse.Namespace) -> dict:
             *args.extra,
         ]
         launched = time.time()
-        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True,
-                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        proc = run_quietly(cmd, tmp)
         total = time.time() - launched
         if proc.returncode != 0 or not out.is_file():
             raise SystemExit(f"seed {seed} failed:\n{proc.stderr[-3000:]}")
@@ -98,8 +101,7 @@ def finished_seeds(args: argparse.Namespace) -> tuple[list[dict], list[float]]:
         raise SystemExit(f"--resume: {path} also holds seeds {extra}; add them to --seeds (they are not rerun)")
     if runs and set(args.seeds) - {r["seed"] for r in runs}:
         with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.run([*fit_command(args.config, 0, args, tmp), *args.extra, "--print_config"], cwd=tmp,
-                                  capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            proc = run_quietly([*fit_command(args.config, 0, args, tmp), *args.extra, "--print_config"], tmp)
         if proc.returncode != 0:
             raise SystemExit(f"--resume: the settings do not resolve:\n{proc.stderr[-3000:]}")
         differ = differing_settings(recipe(yaml.safe_load(proc.stdout)), recipe(runs[0]["config"]))
