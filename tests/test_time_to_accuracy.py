@@ -14,7 +14,7 @@ SCRIPT = REPO / "benchmarks" / "time_to_accuracy.py"
 TINY = [*TINY_DATA_ARGS, *SMALL_NET, "--data.val_split=0", "--trainer.max_epochs=1", "--trainer.precision=32-true"]
 
 
-def bench(args: list[str], tiny_cifar, cwd, extra=TINY) -> subprocess.CompletedProcess:
+def bench(args: list[str], tiny_cifar, extra=TINY) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(SCRIPT), "configs/cnn-base.yaml", "--targets", "0.05", "--reference-steps", "0",
          "--data-dir", str(tiny_cifar), *args, "--", *extra],
@@ -25,7 +25,7 @@ def bench(args: list[str], tiny_cifar, cwd, extra=TINY) -> subprocess.CompletedP
 @pytest.fixture(scope="module")
 def seed_0_file(tiny_cifar, tmp_path_factory):
     path = tmp_path_factory.mktemp("tta") / "seed0.json"
-    result = bench(["--seeds", "0", "--json", str(path)], tiny_cifar, None)
+    result = bench(["--seeds", "0", "--json", str(path)], tiny_cifar)
     assert result.returncode == 0, result.stderr[-3000:]
     return path
 
@@ -33,7 +33,7 @@ def seed_0_file(tiny_cifar, tmp_path_factory):
 def test_resume_keeps_the_finished_seeds_and_runs_only_the_missing_ones(seed_0_file, tiny_cifar, tmp_path):
     path = tmp_path / "run.json"
     shutil.copy(seed_0_file, path)
-    result = bench(["--seeds", "0", "1", "--json", str(path), "--resume"], tiny_cifar, tmp_path)
+    result = bench(["--seeds", "0", "1", "--json", str(path), "--resume"], tiny_cifar)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "seed 0: kept from" in result.stdout and "seed 1: fit" in result.stdout
     assert "seed 0: fit" not in result.stdout  # not trained again
@@ -43,21 +43,26 @@ def test_resume_keeps_the_finished_seeds_and_runs_only_the_missing_ones(seed_0_f
     assert "over 2 seeds" in result.stdout  # the table covers both
 
 
-def test_resume_refuses_other_settings_and_leaves_the_file_alone(seed_0_file, tiny_cifar, tmp_path):
+@pytest.mark.parametrize("ours, theirs, named", [
+    ([], ["--model.lr=0.5"], "model.lr"),
+    (["--from-epoch", "2"], [], "--from-epoch (theirs: 1)"),
+], ids=["model-lr", "from-epoch"])
+def test_resume_refuses_other_settings_and_leaves_the_file_alone(seed_0_file, tiny_cifar, tmp_path, ours, theirs,
+                                                                  named):
     path = tmp_path / "run.json"
     shutil.copy(seed_0_file, path)
-    result = bench(["--seeds", "0", "1", "--json", str(path), "--resume"], tiny_cifar, tmp_path,
-                   extra=[*TINY, "--model.lr=0.5"])
+    result = bench(["--seeds", "0", "1", "--json", str(path), "--resume", *ours], tiny_cifar, extra=[*TINY, *theirs])
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1].startswith("--resume: these settings differ from the seeds in")
-    assert "model.lr" in result.stderr and "model.backbone" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("--resume: these settings differ from the seeds in")
+    assert f"differ from the seeds in {path}: {named};" in last  # that one, and nothing else
     assert path.read_bytes() == seed_0_file.read_bytes()
 
 
 def test_resume_refuses_to_drop_seeds_the_file_holds(seed_0_file, tiny_cifar, tmp_path):
     path = tmp_path / "run.json"
     shutil.copy(seed_0_file, path)
-    result = bench(["--seeds", "1", "--json", str(path), "--resume"], tiny_cifar, tmp_path)
+    result = bench(["--seeds", "1", "--json", str(path), "--resume"], tiny_cifar)
     assert result.returncode != 0
     assert "also holds seeds [0]; add them to --seeds" in result.stderr
     assert path.read_bytes() == seed_0_file.read_bytes()
