@@ -21,6 +21,7 @@ precision) that the training reached.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -78,7 +79,7 @@ def recipe(config: dict) -> dict:
     seed by design (the seed, its run folder, the benchmark's own callback with its per-seed start time and
     output file) and the data's path. The rest (checkpointing, for one) is filled in at run time, so a run's
     saved config and ``--print_config`` differ there."""
-    config = json.loads(json.dumps({key: config.get(key) or {} for key in ("trainer", "model", "data")}))
+    config = copy.deepcopy({key: config.get(key) or {} for key in ("trainer", "model", "data")})
     for key in ("callbacks", "default_root_dir"):
         config["trainer"].pop(key, None)
     config["data"].pop("data_dir", None)
@@ -96,10 +97,11 @@ def finished_seeds(args: argparse.Namespace) -> tuple[list[dict], list[float]]:
     runs = saved["runs"]
     if saved.get("config") != args.config:
         raise SystemExit(f"--resume: {path} holds seeds of {saved.get('config')}, not of {args.config}")
-    extra = sorted({r["seed"] for r in runs} - set(args.seeds))
-    if extra:  # rewriting the file without them would lose finished runs
-        raise SystemExit(f"--resume: {path} also holds seeds {extra}; add them to --seeds (they are not rerun)")
-    if runs and set(args.seeds) - {r["seed"] for r in runs}:
+    done = {r["seed"] for r in runs}
+    if done - set(args.seeds):  # rewriting the file without them would lose finished runs
+        raise SystemExit(f"--resume: {path} also holds seeds {sorted(done - set(args.seeds))}; add them to --seeds"
+                         " (they are not rerun)")
+    if done and set(args.seeds) - done:
         with tempfile.TemporaryDirectory() as tmp:
             proc = run_quietly([*fit_command(args.config, 0, args, tmp), *args.extra, "--print_config"], tmp)
         if proc.returncode != 0:
@@ -166,7 +168,8 @@ def main() -> None:
     for run in runs:
         print(f"seed {run['seed']}: kept from {args.json}, fit {run['fit_wall_s']:.1f} s", flush=True)
     rate_before = reference_rate(args)
-    for seed in [s for s in args.seeds if s not in {r["seed"] for r in runs}]:
+    done = {r["seed"] for r in runs}
+    for seed in [s for s in args.seeds if s not in done]:
         run = run_seed(args.config, seed, args)
         runs.append(run)
         curve = " ".join(f"{e['test_acc']:.4f}@{e['train_wall_s']:.0f}s" for e in run["epochs"])
