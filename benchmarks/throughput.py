@@ -2,11 +2,15 @@
 
     python benchmarks/throughput.py --data-dir ../shared/cifar10
     python benchmarks/throughput.py --data-dir ../shared/cifar10 --backbones cnn_base --reps 3
+    python benchmarks/throughput.py --backbones "" --compile "" --configs configs/speedrun-cpu-94.yaml --steps 20
 
 ours      `lightning-cifar fit` exactly as users run it: uint8 tensors in memory, batched
           augmentation on the device, bf16 autocast where supported, channels_last.
 tutorial  torchvision `transforms.Compose` per image in a DataLoader with workers, fp32,
           NCHW, the default Lightning loop; same backbone, optimizer and batch size.
+--configs `lightning-cifar fit -c CONFIG` with the config's whole recipe (network, optimizer,
+          batch size, augmentation, precision) against the same with `--model.compile=true`:
+          torch.compile's speed depends on the network, so each recipe is measured again.
 
 Every training measurement runs in a fresh process; the two pipelines alternate so that
 a change in machine load hits both. The script prints the load average before and after:
@@ -26,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = ["cnn_base", "cnn_wide", "cnn_deep", "cnn_seed", "cnn_fast", "mlp_seed", "mlp"]
@@ -153,13 +158,15 @@ def data_pipeline_rates(data_dir: str, batch_size: int, batches: int, workers: i
     return rates
 
 
-def run_training(pipeline: str, backbone: str, args: argparse.Namespace) -> dict:
+def run_training(pipeline: str, backbone: str, args: argparse.Namespace, config: str | None = None) -> dict:
+    """One measurement in a fresh process; ``config``: train that config's recipe (its own batch size)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "throughput.jsonl"
         if pipeline in ("ours", "ours+compile", "ours-fixed-threads"):
+            recipe = (["-c", str(Path(config).resolve())] if config
+                      else [f"--model.backbone={backbone}", f"--data.batch_size={args.batch_size}"])
             cmd = [
-                sys.executable, "-m", "lightning_cifar", "fit", f"--model.backbone={backbone}",
-                f"--data.data_dir={args.data_dir}", f"--data.batch_size={args.batch_size}",
+                sys.executable, "-m", "lightning_cifar", "fit", *recipe, f"--data.data_dir={args.data_dir}",
                 f"--trainer.max_steps={args.steps}", "--trainer.limit_val_batches=0", "--trainer.logger=false",
                 "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
                 "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={tmp}",
@@ -175,10 +182,43 @@ def run_training(pipeline: str, backbone: str, args: argparse.Namespace) -> dict
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}
         if args.threads:
             env["OMP_NUM_THREADS"] = str(args.threads)
+        launched = time.perf_counter()
         proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env=env)
         if proc.returncode != 0 or not out.is_file():
-            raise SystemExit(f"{pipeline} {backbone} failed:\n{proc.stderr[-3000:]}")
-        return json.loads(out.read_text().splitlines()[-1])
+            raise SystemExit(f"{pipeline} {config or backbone} failed:\n{proc.stderr[-3000:]}")
+        # The whole process too: compilation happens in the warm-up steps the img/s leaves out.
+        return {**json.loads(out.read_text().splitlines()[-1]), "process_s": round(time.perf_counter() - launched, 2)}
+
+
+def config_network(config: str) -> tuple[str, dict]:
+    """The backbone name and keyword arguments a config trains, as the CLI resolves them (defaults included)."""
+    cmd = [sys.executable, "-m", "lightning_cifar", "fit", "-c", str(Path(config).resolve()), "--print_config"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if proc.returncode != 0:
+        raise SystemExit(f"{config} does not resolve:\n{proc.stderr[-3000:]}")
+    model = yaml.safe_load(proc.stdout)["model"]
+    return model["backbone"], model.get("backbone_kwargs") or {}
+
+
+def measure_configs(args: argparse.Namespace, peaks: dict) -> list[dict]:
+    """Each config's recipe in eager mode against torch.compile, alternating."""
+    print(f"\n{'config':<22} {'eager img/s':>11} {'GFLOP/s':>8} {'% peak':>7} {'compiled':>9} {'ratio':>6} "
+          f"{'eager process s':>16} {'compiled':>9}  (median of {args.reps}; {args.steps} steps, 5 warm-up)")
+    results = []
+    for config in args.configs.split(","):
+        flops = training_flops_per_image(*config_network(config))
+        runs: dict[str, list[dict]] = {"ours": [], "ours+compile": []}
+        for _ in range(args.reps):
+            for pipeline in runs:
+                runs[pipeline].append(run_training(pipeline, "", args, config=config))
+        med = {p: statistics.median(r["images_per_s"] for r in rs) for p, rs in runs.items()}
+        secs = {p: statistics.median(r["process_s"] for r in rs) for p, rs in runs.items()}
+        gflops = med["ours"] * flops / 1e9
+        pct = 100 * gflops / peaks.get(runs["ours"][0]["precision"], peaks["32-true"])
+        print(f"{Path(config).name:<22} {med['ours']:>11,.0f} {gflops:>8.1f} {pct:>6.1f}% {med['ours+compile']:>9,.0f} "
+              f"{med['ours+compile'] / med['ours']:>5.2f}x {secs['ours']:>16.1f} {secs['ours+compile']:>9.1f}", flush=True)
+        results.append({"config": config, "train_flops_per_image": flops, **{f"{p}_runs": r for p, r in runs.items()}})
+    return results
 
 
 def main() -> None:
@@ -192,6 +232,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the training processes (default: torch's)")
     parser.add_argument("--compile", default="cnn_base",
                         help="backbones also measured with --model.compile=true (comma-separated; '' for none)")
+    parser.add_argument("--configs", default="",
+                        help="configs whose whole recipe is measured eager and with torch.compile (comma-separated)")
     parser.add_argument("--fixed-threads-too", action="store_true",
                         help="also measure ours with torch's fixed thread count (--threads.enabled=false), alternating")
     parser.add_argument("--contention", action="store_true",
@@ -228,9 +270,11 @@ def main() -> None:
 
         header = (f"\n{'backbone':<10} {'ours img/s':>11} {'tutorial':>9} {'ratio':>6} "
                   f"{'ours GFLOP/s':>13} {'% peak':>7} {'tut GFLOP/s':>12} {'% peak':>7}  (median of {args.reps})")
-        print(header)
+        backbones = [b for b in args.backbones.split(",") if b]
+        if backbones:
+            print(header)
         results = []
-        for backbone in args.backbones.split(","):
+        for backbone in backbones:
             flops = training_flops_per_image(backbone)
             pipelines = ["ours", "tutorial"] + (["ours+compile"] if backbone in args.compile.split(",") else [])
             pipelines += ["ours-fixed-threads"] if args.fixed_threads_too else []
@@ -250,11 +294,13 @@ def main() -> None:
                   f"{gf['ours']:>13.1f} {pct['ours']:>6.1f}% {gf['tutorial']:>12.1f} {pct['tutorial']:>6.1f}%{more}",
                   flush=True)
             results.append({"backbone": backbone, "train_flops_per_image": flops, **{f"{p}_runs": r for p, r in runs.items()}})
+        configs = measure_configs(args, peaks) if args.configs else []
     finally:
         if hog is not None:
             hog.kill()
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
-    print(json.dumps({"matmul_gflops": matmul, "conv_gflops": conv, "data_pipeline": rates, "training": results}),
+    print(json.dumps({"matmul_gflops": matmul, "conv_gflops": conv, "data_pipeline": rates, "training": results,
+                      "configs": configs}),
           file=sys.stderr)
 
 
