@@ -66,15 +66,15 @@ def test_the_gpu_script_scores_our_94_config_once_after_its_last_epoch():
 
 def test_throughput_counts_the_flops_of_the_network_a_config_trains_defaults_included(tmp_path):
     """`--configs` turns img/s into GFLOP/s with this network: a config that names no backbone trains the
-    model's default, and a wrong network would misstate the share of the peak."""
+    model's default (with the config's keyword arguments), and a wrong network would misstate the share of
+    the peak."""
     import inspect
     import runpy
 
     from lightning_cifar import Classifier
 
     throughput = runpy.run_path(str(REPO / "benchmarks" / "throughput.py"))
-    backbone, kwargs = throughput["config_network"](str(REPO / "configs" / "speedrun-cpu-94.yaml"))
-    assert backbone == "convpool" and kwargs["widths"] == [64, 256, 256] and kwargs["whiten"] == 3
-    bare = tmp_path / "bare.yaml"
-    bare.write_text("trainer:\n  max_epochs: 1\n")
-    assert throughput["config_network"](str(bare)) == (inspect.signature(Classifier).parameters["backbone"].default, {})
+    config = tmp_path / "no-backbone.yaml"
+    config.write_text("model:\n  backbone_kwargs:\n    width_mult: 2.0\n")
+    default = inspect.signature(Classifier).parameters["backbone"].default
+    assert throughput["config_network"](str(config)) == (default, {"width_mult": 2.0})
