@@ -190,14 +190,19 @@ def run_training(pipeline: str, backbone: str, args: argparse.Namespace, config:
         return {**json.loads(out.read_text().splitlines()[-1]), "process_s": round(time.perf_counter() - launched, 2)}
 
 
-def config_network(config: str) -> tuple[str, dict]:
-    """The backbone name and keyword arguments a config trains, as the CLI resolves them (defaults included)."""
-    cmd = [sys.executable, "-m", "lightning_cifar", "fit", "-c", str(Path(config).resolve()), "--print_config"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+def resolved_settings(fit_cmd: list[str], cwd: str | None = None) -> dict:
+    """The settings a ``lightning-cifar fit`` command line trains with, as the CLI resolves them (defaults
+    included): the command run with ``--print_config``, a few seconds. Exits naming the error if they do not."""
+    proc = subprocess.run([*fit_cmd, "--print_config"], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if proc.returncode != 0:
-        raise SystemExit(f"{config} does not resolve:\n{proc.stderr[-3000:]}")
-    model = yaml.safe_load(proc.stdout)["model"]
-    return model["backbone"], model.get("backbone_kwargs") or {}
+        raise SystemExit(f"these settings do not resolve: {' '.join(fit_cmd[4:])}\n{proc.stderr[-3000:]}")
+    return yaml.safe_load(proc.stdout)
+
+
+def model_flops_per_image(model: dict) -> float:
+    """``training_flops_per_image`` of the network a resolved ``model`` section builds."""
+    return training_flops_per_image(model["backbone"], model.get("backbone_kwargs") or {})
 
 
 def measure_configs(args: argparse.Namespace, peaks: dict) -> list[dict]:
@@ -206,7 +211,8 @@ def measure_configs(args: argparse.Namespace, peaks: dict) -> list[dict]:
           f"{'eager process s':>16} {'compiled':>9}  (median of {args.reps}; {args.steps} steps, 5 warm-up)")
     results = []
     for config in args.configs.split(","):
-        flops = training_flops_per_image(*config_network(config))
+        fit = [sys.executable, "-m", "lightning_cifar", "fit", "-c", str(Path(config).resolve())]
+        flops = model_flops_per_image(resolved_settings(fit)["model"])
         runs: dict[str, list[dict]] = {"ours": [], "ours+compile": []}
         for _ in range(args.reps):
             for pipeline in runs:

@@ -103,10 +103,8 @@ def finished_seeds(args: argparse.Namespace) -> tuple[list[dict], list[float]]:
                          " (they are not rerun)")
     if done and set(args.seeds) - done:
         with tempfile.TemporaryDirectory() as tmp:
-            proc = run_quietly([*fit_command(args.config, 0, args, tmp), *args.extra, "--print_config"], tmp)
-        if proc.returncode != 0:
-            raise SystemExit(f"--resume: the settings do not resolve:\n{proc.stderr[-3000:]}")
-        differ = differing_settings(recipe(yaml.safe_load(proc.stdout)), recipe(runs[0]["config"]))
+            resolved = throughput.resolved_settings([*fit_command(args.config, 0, args, tmp), *args.extra], tmp)
+        differ = differing_settings(recipe(resolved), recipe(runs[0]["config"]))
         tested_from = [c["init_args"].get("from_epoch") for c in runs[0]["config"]["trainer"].get("callbacks") or []
                        if c.get("class_path", "").endswith("EpochTestAccuracy")]
         if tested_from and tested_from[0] != args.from_epoch:
@@ -185,8 +183,7 @@ def main() -> None:
               + (f" (in the earlier run the kept seeds come from: {', '.join(f'{r:,.0f}' for r in earlier_rates)})"
                  if earlier_rates else ""))
     config = runs[0]["config"]
-    model = config["model"]
-    flops_per_image = throughput.training_flops_per_image(model["backbone"], model.get("backbone_kwargs") or {})
+    flops_per_image = throughput.model_flops_per_image(config["model"])
     dtype = torch.bfloat16 if "bf16" in str(config["trainer"].get("precision")) else torch.float32
     peak = max(throughput.matmul_peak(dtype), throughput.conv_peak(dtype)) * 1e9
     print(f"training: {flops_per_image / 1e6:.1f} MFLOP per image (forward + backward); this machine's peak in"

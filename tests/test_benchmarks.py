@@ -70,6 +70,7 @@ def test_throughput_counts_the_flops_of_the_network_a_config_trains_defaults_inc
     the peak."""
     import inspect
     import runpy
+    import sys
 
     from lightning_cifar import Classifier
 
@@ -77,4 +78,6 @@ def test_throughput_counts_the_flops_of_the_network_a_config_trains_defaults_inc
     config = tmp_path / "no-backbone.yaml"
     config.write_text("model:\n  backbone_kwargs:\n    width_mult: 2.0\n")
     default = inspect.signature(Classifier).parameters["backbone"].default
-    assert throughput["config_network"](str(config)) == (default, {"width_mult": 2.0})
+    model = throughput["resolved_settings"]([sys.executable, "-m", "lightning_cifar", "fit", "-c", str(config)])["model"]
+    assert (model["backbone"], model["backbone_kwargs"]) == (default, {"width_mult": 2.0})
+    assert throughput["model_flops_per_image"](model) == throughput["training_flops_per_image"](default, {"width_mult": 2.0})
