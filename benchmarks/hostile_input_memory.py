@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 READ_FOLDER = """
 import resource, sys, time
 from pathlib import Path
-from lightning_cifar.image_folder import load_image_folder
+from lightning_cifar.data.image_folder import load_image_folder
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
 try:
@@ -38,7 +38,7 @@ print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, round(time.perf_
 """
 READ_BATCHES = """
 import resource, sys, time
-from lightning_cifar.data import UnverifiedCIFAR10
+from lightning_cifar.data.datamodule import UnverifiedCIFAR10
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
 try:

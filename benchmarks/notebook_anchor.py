@@ -7,7 +7,7 @@
 Each variant runs `lightning-cifar fit -c configs/seed-cnn.yaml` (or `configs/mlp-seed.yaml`) with a
 few arguments changed, in a fresh process, and reads the test accuracy after the last epoch (the
 notebook evaluated its last epoch on the test set). The test set is scored after every epoch by
-lightning_cifar.timing.EpochTestAccuracy, which forks the random stream, so the training itself is
+lightning_cifar.tools.timing.EpochTestAccuracy, which forks the random stream, so the training itself is
 the plain `fit`'s.
 
 The configs hold the notebook's recipe as Keras ran it. `lightning-defaults` is the same recipe with
@@ -55,7 +55,7 @@ def run(net: str, variant: str, seed: int, data_dir: str) -> dict:
         cmd = [sys.executable, "-m", "lightning_cifar", "fit", "-c", str(CONFIGS[net]),
                f"--data.data_dir={Path(data_dir).resolve()}", f"--seed_everything={seed}",
                "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-               f"--trainer.default_root_dir={tmp}", "--trainer.callbacks+=lightning_cifar.timing.EpochTestAccuracy",
+               f"--trainer.default_root_dir={tmp}", "--trainer.callbacks+=lightning_cifar.tools.timing.EpochTestAccuracy",
                f"--trainer.callbacks.output={out}", *VARIANTS[variant]]
         started = time.time()
         proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})

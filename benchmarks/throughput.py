@@ -45,8 +45,8 @@ def tutorial_worker(args: argparse.Namespace) -> None:
     from torchvision import datasets, transforms
 
     from lightning_cifar import Classifier
-    from lightning_cifar.input_norm import CIFAR10_MEAN, CIFAR10_STD
-    from lightning_cifar.timing import Throughput
+    from lightning_cifar.training.input_norm import CIFAR10_MEAN, CIFAR10_STD
+    from lightning_cifar.tools.timing import Throughput
 
     transform = transforms.Compose([
         transforms.RandomCrop(32, padding=4),
@@ -121,7 +121,7 @@ def data_pipeline_rates(data_dir: str, batch_size: int, batches: int, workers: i
     from torchvision import datasets, transforms
 
     from lightning_cifar import CIFAR10DataModule
-    from lightning_cifar.input_norm import CIFAR10_MEAN, CIFAR10_STD
+    from lightning_cifar.training.input_norm import CIFAR10_MEAN, CIFAR10_STD
 
     dm = CIFAR10DataModule(data_dir, batch_size=batch_size, download=False)
     dm.setup("fit")
@@ -170,9 +170,9 @@ def run_training(pipeline: str, backbone: str, args: argparse.Namespace, config:
                 f"--trainer.max_steps={args.steps}", "--trainer.limit_val_batches=0", "--trainer.logger=false",
                 "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
                 "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={tmp}",
-                "--trainer.callbacks+=lightning_cifar.timing.Throughput", f"--trainer.callbacks.output={out}",
+                "--trainer.callbacks+=lightning_cifar.tools.timing.Throughput", f"--trainer.callbacks.output={out}",
                 f"--model.compile={pipeline == 'ours+compile'}",
-                # Version 0.3's default follows the load (lightning_cifar/threads.py); this keeps torch's count.
+                # Version 0.3's default follows the load (lightning_cifar/tools/threads.py); this keeps torch's count.
                 f"--threads.enabled={pipeline != 'ours-fixed-threads'}",
             ]
         else:
@@ -251,7 +251,7 @@ def main() -> None:
     if args.worker == "tutorial":
         return tutorial_worker(args)
 
-    from lightning_cifar.trainer_cli import default_precision
+    from lightning_cifar.cli.lightning_cli import default_precision
     from lightning_cifar.study.machine import cpu_name
 
     print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs, "

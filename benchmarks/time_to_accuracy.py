@@ -6,7 +6,7 @@
     python benchmarks/time_to_accuracy.py configs/speedrun-cpu-94.yaml --json out.json --resume   # the seeds out.json lacks
 
 Each seed runs `lightning-cifar fit -c CONFIG` in a fresh process, as users run it. After
-every training epoch the test set is evaluated (lightning_cifar.timing.EpochTestAccuracy);
+every training epoch the test set is evaluated (lightning_cifar.tools.timing.EpochTestAccuracy);
 the wall clock starts when the process is launched (start-up counts) and leaves out the time
 of these extra test evaluations, which a normal run does not do.
 
@@ -58,7 +58,7 @@ def run_seed(config: str, seed: int, args: argparse.Namespace) -> dict:
         out = Path(tmp) / "epochs.jsonl"
         cmd = [
             *fit_command(config, seed, args, tmp),
-            "--trainer.callbacks+=lightning_cifar.timing.EpochTestAccuracy",
+            "--trainer.callbacks+=lightning_cifar.tools.timing.EpochTestAccuracy",
             f"--trainer.callbacks.output={out}", f"--trainer.callbacks.from_epoch={args.from_epoch}",
             f"--trainer.callbacks.start_time={time.time()}",
             *args.extra,

@@ -19,8 +19,8 @@ jsonargparse.set_parsing_settings(instantiate_subclass_spec_in_any=False, valida
 # Imported on first use: `lightning-cifar backbones` and `summary` need torch only, not
 # Lightning (whose import takes seconds).
 _LAZY = {
-    "CIFAR10DataModule": "lightning_cifar.data",
-    "Classifier": "lightning_cifar.model",
+    "CIFAR10DataModule": "lightning_cifar.data.datamodule",
+    "Classifier": "lightning_cifar.training.classifier",
     "LightningCifarError": "lightning_cifar.errors",
     "registry": "lightning_cifar.registry",
 }

@@ -1,4 +1,5 @@
-"""Writing result files atomically: readers see the old file or the whole new one, never half.
+"""Our files: result files written atomically (readers see the old file or the whole new one, never half),
+and YAML files read with errors that name the file, the line and the column.
 
 Write to a temporary name in the same folder, then rename over the target, so a
 crash or a kill while writing can never leave a truncated file behind.
@@ -13,6 +14,10 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
+
+import yaml
+
+from lightning_cifar.errors import LightningCifarError
 
 
 def _umask() -> int:
@@ -72,3 +77,18 @@ def atomic_write_csv(path: Path, rows: Sequence[Sequence[Any]]) -> None:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=1))
+
+
+def read_yaml(path: str | Path, what: str = "config", error: type[LightningCifarError] = LightningCifarError) -> Any:
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{what} {path} is a folder; pass a YAML file")
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise error(f"{path}:{where}: malformed YAML: {problem}") from exc

@@ -48,7 +48,7 @@ from lightning_cifar.errors import (
 GROUP = "lightning_cifar.backbones"
 INPUT_SHAPE = (3, 32, 32)
 # Importing this module registers the built-in backbones.
-BUILTINS_MODULE = "lightning_cifar.backbones"
+BUILTINS_MODULE = "lightning_cifar.models"
 
 __all__ = [
     "GROUP",

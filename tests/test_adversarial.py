@@ -15,7 +15,7 @@ from PIL import Image
 from cifar_files import CLASSES, write_tiny_cifar
 from conftest import SMALL_NET, TINY_DATA_ARGS, fit_in_process, one_line_error
 from image_files import write_png16, write_png_claiming
-from lightning_cifar.image_folder import load_image_folder
+from lightning_cifar.data.image_folder import load_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -327,7 +327,7 @@ def test_the_output_check_leaves_the_module_and_the_random_stream_as_they_were()
 def test_runs_that_start_together_claim_different_folders(tmp_path):
     import threading
 
-    from lightning_cifar.run_folders import claim_version
+    from lightning_cifar.checkpoints.run_folders import claim_version
 
     (tmp_path / "version_0").mkdir()  # an earlier run
     start, claimed = threading.Barrier(8), []
@@ -405,7 +405,7 @@ def test_model_settings_given_with_a_checkpoint(trained, tmp_path, cli):
 
 
 def test_a_network_that_cannot_fit_is_refused_before_it_is_built(trained, tmp_path, cli, monkeypatch):
-    from lightning_cifar import memory_check
+    from lightning_cifar.cli import memory_check
 
     _, data, _ = trained
     # This machine's 24 GiB, fixed: on a larger machine the network would fit, and the test would train it.
@@ -421,7 +421,7 @@ def test_a_network_that_cannot_fit_is_refused_before_it_is_built(trained, tmp_pa
 
 
 def test_the_memory_check_uses_the_machines_memory_and_can_be_switched_off(trained, tmp_path, cli, monkeypatch):
-    from lightning_cifar import memory_check
+    from lightning_cifar.cli import memory_check
 
     _, data, _ = trained
     monkeypatch.setattr(memory_check, "available_bytes", lambda accelerator: (50_000, "a tiny machine"))

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_cifar.augment import AUGMENTATIONS, crop_flip, get_augmentation, random_affine
+from lightning_cifar.data.augment import AUGMENTATIONS, crop_flip, get_augmentation, random_affine
 from lightning_cifar.errors import LightningCifarError
 
 N = 4000
@@ -90,7 +90,7 @@ def test_augmentations_keep_shape_dtype_and_device(name):
 
 
 def test_alternating_flip_shows_every_image_both_ways_over_two_epochs():
-    from lightning_cifar.augment import alternating_flip, image_bits
+    from lightning_cifar.data.augment import alternating_flip, image_bits
 
     torch.manual_seed(0)
     raw = torch.randint(0, 256, (1000, 3, 32, 32), dtype=torch.uint8)
@@ -105,7 +105,7 @@ def test_alternating_flip_shows_every_image_both_ways_over_two_epochs():
 
 
 def test_shift_alt_flip_moves_by_at_most_2_pixels():
-    from lightning_cifar.augment import shift_alternating_flip
+    from lightning_cifar.data.augment import shift_alternating_flip
 
     torch.manual_seed(0)
     x = coordinate_images(2000)
@@ -118,7 +118,7 @@ def test_shift_alt_flip_moves_by_at_most_2_pixels():
 
 
 def test_shift_flip_moves_by_at_most_2_pixels_and_mirrors_at_random():
-    from lightning_cifar.augment import get_augmentation
+    from lightning_cifar.data.augment import get_augmentation
 
     torch.manual_seed(0)
     x = coordinate_images(2000)

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_cifar import registry
-from lightning_cifar.backbones import MLP, ConvPoolNet
+from lightning_cifar.models import MLP, ConvPoolNet
 from lightning_cifar.errors import BackboneConfigError
 
 PRESETS = ["cnn_base", "cnn_wide", "cnn_deep", "cnn_seed", "cnn_fast", "mlp_seed", "mlp"]
@@ -125,7 +125,7 @@ def test_pool_position_first_pools_after_the_first_conv_of_each_block():
 
 
 def test_the_whitening_layer_decorrelates_the_patches_it_was_set_from():
-    from lightning_cifar.backbones.whitening import PatchWhitening
+    from lightning_cifar.models.whitening import PatchWhitening
 
     torch.manual_seed(0)
     mix = torch.randn(3, 3)  # correlated colour channels
@@ -140,7 +140,7 @@ def test_the_whitening_layer_decorrelates_the_patches_it_was_set_from():
 
 
 def test_whitening_can_keep_whole_patches_only_and_its_directions_of_largest_variance():
-    from lightning_cifar.backbones.whitening import PatchWhitening
+    from lightning_cifar.models.whitening import PatchWhitening
 
     torch.manual_seed(0)
     images = torch.randn(100, 3, 16, 16).cumsum(-1)  # neighbouring pixels correlate: unequal variances

@@ -11,7 +11,7 @@ import yaml
 
 from conftest import REPO, SMALL_NET, TINY_DATA_ARGS, one_line_error, run_cli, scalars, tiny_test_set
 from lightning_cifar import Classifier
-from lightning_cifar.data import CIFAR10DataModule
+from lightning_cifar.data.datamodule import CIFAR10DataModule
 
 
 def accuracy_of(ckpt, images, labels) -> float:
@@ -52,7 +52,7 @@ def test_fit_writes_tensorboard_scalars_checkpoints_and_config(trained):
 
 def test_the_model_summary_counts_flops(tmp_path, tiny_cifar, cli):
     from lightning_cifar import registry
-    from lightning_cifar.summary import forward_flops
+    from lightning_cifar.cli.summary import forward_flops
 
     args = ["fit", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, *SMALL_NET, "--trainer.max_steps=1",
             "--trainer.limit_val_batches=0", "--trainer.enable_model_summary=true", "--trainer.logger=false",
@@ -92,7 +92,7 @@ def test_best_is_the_highest_score_not_the_newest_file(best_not_newest, tiny_cif
 
 
 def test_best_falls_back_to_the_scores_in_the_file_names(best_not_newest, tmp_path):
-    from lightning_cifar.run_folders import find_checkpoint
+    from lightning_cifar.checkpoints.run_folders import find_checkpoint
 
     cwd, _, scored = best_not_newest
     copy = tmp_path / "lightning_logs" / "version_0" / "checkpoints"

@@ -96,7 +96,7 @@ def test_augmented_batches_stay_in_the_unit_range(tiny_cifar):
 
 
 def test_the_alternating_flip_follows_the_trainers_epoch(tiny_cifar):
-    from lightning_cifar.augment import image_bits, random_translate
+    from lightning_cifar.data.augment import image_bits, random_translate
 
     dm = module(tiny_cifar, augment="shift_alt_flip")
     dm.setup("fit")

@@ -19,7 +19,7 @@ from torchvision.datasets import CIFAR10
 def test_lightning_cli_parses_arguments_before_it_reparses_the_checkpoint(tmp_path, tiny_cifar, monkeypatch):
     """trainer_cli.CifarCLI.parse_arguments resolves --ckpt_path=last/best and refuses a bad checkpoint
     before LightningCLI._parse_ckpt_path re-parses the checkpoint's hyperparameters with jsonargparse."""
-    from lightning_cifar.trainer_cli import CifarCLI, make_cli
+    from lightning_cifar.cli.lightning_cli import CifarCLI, make_cli
 
     assert hasattr(LightningCLI, "_parse_ckpt_path"), (
         "pytorch-lightning no longer has LightningCLI._parse_ckpt_path: check where it now reads --ckpt_path"
@@ -32,17 +32,18 @@ def test_lightning_cli_parses_arguments_before_it_reparses_the_checkpoint(tmp_pa
     make_cli({"data": {"data_dir": str(tiny_cifar), "verify": False}, "trainer": {"logger": False}}, run=False)
     assert calls == ["parse_arguments", "_parse_ckpt_path"], (
         f"LightningCLI now calls {calls}: CifarCLI.parse_arguments must run before the checkpoint's"
-        " hyperparameters are parsed (lightning_cifar/trainer_cli.py)")
+        " hyperparameters are parsed (lightning_cifar/cli/lightning_cli.py)")
 
 
 @pytest.mark.parametrize("trainer_args", [{}, {"enable_checkpointing": False}, {"deterministic": True}])
 def test_our_callbacks_and_checkpoint_writer_reach_the_trainer(tmp_path, tiny_cifar, monkeypatch, trainer_args):
     """CifarCLI.instantiate_trainer hands them to LightningCLI's public instantiate_trainer(**kwargs),
     using its public config_init and subcommand attributes."""
-    from lightning_cifar.callbacks import LatestCheckpoint, PredictionsCSV
-    from lightning_cifar.checkpoint_io import AtomicCheckpointIO
-    from lightning_cifar.evaluation_report import ClassificationReport
-    from lightning_cifar.trainer_cli import make_cli
+    from lightning_cifar.training.callbacks.checkpointing import LatestCheckpoint
+    from lightning_cifar.training.callbacks.predictions import PredictionsCSV
+    from lightning_cifar.checkpoints.writing import AtomicCheckpointIO
+    from lightning_cifar.training.callbacks.evaluation_report import ClassificationReport
+    from lightning_cifar.cli.lightning_cli import make_cli
 
     monkeypatch.chdir(tmp_path)
     cli = make_cli({"data": {"data_dir": str(tiny_cifar), "verify": False},
@@ -79,16 +80,16 @@ def test_an_epochs_validation_ends_before_its_on_train_epoch_end(tmp_path, tiny_
 
 
 def test_model_checkpoint_offers_what_latest_checkpoint_uses():
-    """callbacks.LatestCheckpoint writes last.ckpt itself through these."""
+    """LatestCheckpoint writes last.ckpt itself through these."""
     for name in ("format_checkpoint_name", "CHECKPOINT_NAME_LAST", "save_last", "last_model_path",
                  "save_weights_only"):
-        assert hasattr(ModelCheckpoint(), name), f"ModelCheckpoint.{name} is gone: see lightning_cifar/callbacks.py"
+        assert hasattr(ModelCheckpoint(), name), f"ModelCheckpoint.{name} is gone: see lightning_cifar/training/callbacks/checkpointing.py"
     state = ModelCheckpoint(monitor="val/acc").state_dict()
     for key in ("best_model_path", "best_model_score", "monitor"):
-        assert key in state, f"ModelCheckpoint.state_dict() lacks {key!r}: see lightning_cifar/run_folders.py"
+        assert key in state, f"ModelCheckpoint.state_dict() lacks {key!r}: see lightning_cifar/checkpoints/run_folders.py"
     for name in ("is_last_batch", "sanity_checking", "fast_dev_run", "save_checkpoint"):
         assert hasattr(pl.Trainer, name) or name in inspect.signature(pl.Trainer).parameters, (
-            f"Trainer.{name} is gone: see lightning_cifar/callbacks.py and loss_guard.py")
+            f"Trainer.{name} is gone: see lightning_cifar/training/callbacks/checkpointing.py and loss_guard.py")
 
 
 def test_lightning_checkpoints_keep_hyperparameters_where_we_check_them():
@@ -112,7 +113,7 @@ def test_jsonargparse_can_be_told_never_to_build_classes_inside_any():
 def test_torchvision_cifar10_still_describes_its_files():
     """data.SafeCIFAR10 reads the file lists, checksums and download address from these attributes."""
     for name in ("base_folder", "url", "filename", "tgz_md5", "train_list", "test_list", "meta", "download"):
-        assert hasattr(CIFAR10, name), f"torchvision's CIFAR10.{name} is gone: see lightning_cifar/data.py"
+        assert hasattr(CIFAR10, name), f"torchvision's CIFAR10.{name} is gone: see lightning_cifar/data/datamodule.py"
     assert len(CIFAR10.train_list) == 5 and CIFAR10.meta["filename"] == "batches.meta"
 
 
@@ -120,4 +121,4 @@ def test_torch_reports_native_bf16_on_the_cpu():
     """trainer_cli.default_precision asks this private op, falling back to fp32 if it disappears."""
     if not hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported"):
         pytest.fail("torch.ops.mkldnn._is_mkldnn_bf16_supported is gone: default_precision falls back to"
-                    " 32-true everywhere on the CPU; see lightning_cifar/trainer_cli.py")
+                    " 32-true everywhere on the CPU; see lightning_cifar/cli/lightning_cli.py")

@@ -6,11 +6,11 @@ import torch
 
 from conftest import tiny_test_set, trainer
 from lightning_cifar import Classifier
-from lightning_cifar.callbacks import LatestCheckpoint
+from lightning_cifar.training.callbacks.checkpointing import LatestCheckpoint
 from lightning_cifar.errors import LightningCifarError
-from lightning_cifar.input_norm import CIFAR10_MEAN, CIFAR10_STD
-from lightning_cifar.loss_guard import NonFiniteLossGuard
-from lightning_cifar.schedules import lr_multiplier
+from lightning_cifar.training.input_norm import CIFAR10_MEAN, CIFAR10_STD
+from lightning_cifar.training.callbacks.loss_guard import NonFiniteLossGuard
+from lightning_cifar.training.schedules import lr_multiplier
 
 
 @pytest.mark.parametrize("name", ["onecycle", "cosine"])

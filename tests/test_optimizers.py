@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import SMALL_NET, TINY_DATA_ARGS
-from lightning_cifar.optimizers import MuonWithSGD, _matrix_view
+from lightning_cifar.training.optimizers import MuonWithSGD, _matrix_view
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -91,7 +91,7 @@ def worker_pids(name: str = "ray::train_on_worker") -> list[int]:
 
 def test_a_run_whose_worker_is_killed_is_retried_and_kept_once(tmp_path, tiny_cifar, ray_instance):
     from lightning_cifar.study.config import load_study
-    from lightning_cifar.study.ray_launcher import execute_on_ray
+    from lightning_cifar.study.launchers.ray import execute_on_ray
 
     config = write_study(tmp_path / "study.yaml", tiny_study(tiny_cifar, **FOUR_RUNS))
     out = tmp_path / "out"

@@ -214,7 +214,7 @@ def test_a_plugin_claiming_a_builtin_name_is_an_error_naming_both(plugin_site):
 
 def test_stale_metadata_naming_a_builtin_is_not_a_conflict(plugin_site):
     # An older install of this package declared the built-ins as entry points too.
-    plugin_site("lightning-cifar-old", {"cnn_base": "lightning_cifar.backbones.convpool:cnn_base"}, {})
+    plugin_site("lightning-cifar-old", {"cnn_base": "lightning_cifar.models.convpool:cnn_base"}, {})
     assert registry.count_parameters(registry.create("cnn_base")) == 131_370
 
 

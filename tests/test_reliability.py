@@ -12,10 +12,10 @@ import torch
 
 from cifar_files import write_tiny_cifar
 from conftest import SUBPROCESS_TIMEOUT, TINY_DATA_ARGS, one_line_error, run_cli, scalars, script
-from lightning_cifar.checkpoint_io import AtomicCheckpointIO
+from lightning_cifar.checkpoints.writing import AtomicCheckpointIO
 from lightning_cifar.cli import main
 from lightning_cifar.errors import TrainingDivergedError, UnknownBackboneError
-from lightning_cifar.loss_guard import NonFiniteLossGuard
+from lightning_cifar.training.callbacks.loss_guard import NonFiniteLossGuard
 
 PROBES = {"PYTHONPATH": os.path.dirname(__file__)}
 EPOCHS = 4
@@ -119,7 +119,7 @@ def test_an_unwritable_log_folder_stops_before_training(tmp_path, tiny_cifar, cl
 
 def test_a_full_disk_stops_before_training(tmp_path, tiny_cifar, monkeypatch, cli):
     full = shutil._ntuple_diskusage(10 * 2**30, 10 * 2**30 - 2**20, 2**20)
-    monkeypatch.setattr("lightning_cifar.trainer_cli.shutil.disk_usage", lambda path: full)
+    monkeypatch.setattr("lightning_cifar.cli.lightning_cli.shutil.disk_usage", lambda path: full)
     result = cli(["fit", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS], tmp_path, check=False)
     assert "only 1 MiB free on the disk of" in one_line_error(result)
     assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("events.out.tfevents.*"))
@@ -129,7 +129,7 @@ def test_a_full_disk_stops_before_training(tmp_path, tiny_cifar, monkeypatch, cl
 
 SAVER = """
 import sys, torch
-from lightning_cifar.checkpoint_io import AtomicCheckpointIO
+from lightning_cifar.checkpoints.writing import AtomicCheckpointIO
 io, i = AtomicCheckpointIO(), 0
 while True:
     i += 1

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lightning_cifar import threads
-from lightning_cifar.threads import ThreadsForLoad
+from lightning_cifar.tools import threads
+from lightning_cifar.tools.threads import ThreadsForLoad
 
 CPU_MODULE = SimpleNamespace(device=torch.device("cpu"))
 

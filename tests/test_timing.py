@@ -8,7 +8,7 @@ from torch import nn
 from conftest import trainer
 from lightning_cifar import Classifier
 from lightning_cifar.errors import LightningCifarError
-from lightning_cifar.timing import EpochTestAccuracy, Throughput
+from lightning_cifar.tools.timing import EpochTestAccuracy, Throughput
 
 
 def test_throughput_counts_the_images_after_warm_up(tmp_path, tiny_dm):
@@ -74,7 +74,7 @@ def test_mirror_shift_tta_averages_the_six_views_the_speedruns_use():
 
 @pytest.mark.parametrize("value, mode", [(False, "none"), (True, "mirror"), ("mirror_shift", "mirror_shift")])
 def test_tta_takes_the_old_booleans_and_the_named_choices(value, mode):
-    from lightning_cifar.model import tta_mode
+    from lightning_cifar.training.classifier import tta_mode
 
     assert tta_mode(Classifier("cnn_base", tta=value).hparams.tta) == mode
 

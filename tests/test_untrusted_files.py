@@ -12,7 +12,7 @@ from torchvision.datasets import CIFAR10
 
 from conftest import TINY_DATA_ARGS, one_line_error, trainer
 from lightning_cifar import CIFAR10DataModule, Classifier
-from lightning_cifar.data import UnverifiedCIFAR10
+from lightning_cifar.data.datamodule import UnverifiedCIFAR10
 from lightning_cifar.errors import DataError, LightningCifarError
 
 
@@ -257,7 +257,7 @@ def test_without_our_refusal_jsonargparse_still_builds_no_class(tmp_path, tiny_c
     refusal switched off, the payload reaches the parser as a plain dict and runs nothing."""
     marker = tmp_path / "pwned.txt"
     ckpt = class_path_checkpoint(honest_checkpoint, tmp_path / "evil.ckpt", marker)
-    monkeypatch.setattr("lightning_cifar.checkpoint_io.class_paths", lambda value, where: iter(()))
+    monkeypatch.setattr("lightning_cifar.checkpoints.reading.class_paths", lambda value, where: iter(()))
     line = one_line_error(cli(["test", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, f"--ckpt_path={ckpt}"],
                               tmp_path, check=False))
     assert "does not take 'x'" in line  # the dict went to the backbone, unbuilt

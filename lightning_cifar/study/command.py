@@ -39,7 +39,7 @@ def training_device(config: Any) -> torch.device:
 def probe_images_per_s(run: Run, config: Any, steps: int = 3) -> float:
     """Training images/s of the run's network on random input, with the run's batch size and precision,
     on the device it will train on (``config``: its configuration as fit's parser completed it)."""
-    from lightning_cifar.model import Classifier
+    from lightning_cifar.training.classifier import Classifier
 
     device = training_device(config)
     model = Classifier(**{k: v for k, v in config.model.as_dict().items() if k != "num_classes"}).to(device)
@@ -160,7 +160,7 @@ def execute(study: StudyConfig, out: Path, k: int, n: int, data_dir: Optional[st
             log: Callable[[str], None] = print) -> None:
     """Run this shard's runs that have no result yet, one after another in this process: the tuning runs
     first, then, once a family's tuning is complete, the runs that use its winner."""
-    from lightning_cifar.data import CIFAR10DataModule
+    from lightning_cifar.data.datamodule import CIFAR10DataModule
     from lightning_cifar.study.runner import check_runs, run_one, write_results_csv
 
     out.mkdir(parents=True, exist_ok=True)
@@ -235,7 +235,7 @@ def study_command(argv: Sequence[str]) -> int:
         atomic_write_json(out / STUDY_FILE, study_record(study))
         log = lambda line: print(line, flush=True)  # noqa: E731
         if args.launcher == "ray":
-            from lightning_cifar.study.ray_launcher import execute_on_ray
+            from lightning_cifar.study.launchers.ray import execute_on_ray
 
             # Workers may start in another folder: a relative data path means the driver's.
             data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from statistics import mean
 from typing import Any, Callable, Optional
 
-from lightning_cifar.config_files import read_yaml
+from lightning_cifar.files import read_yaml
 from lightning_cifar.study.config import CNN_FAMILY, RECIPE_SECTIONS, Point, StudyConfig, StudyConfigError, apply
 
 BASELINE_AXIS = "baseline"
@@ -82,7 +82,7 @@ def architecture(backbone: str, kwargs: dict[str, Any]) -> str:
 
 
 def max_epochs(config: dict[str, Any]) -> int:
-    from lightning_cifar.trainer_cli import trainer_defaults  # fit's default when the recipe sets none
+    from lightning_cifar.cli.lightning_cli import trainer_defaults  # fit's default when the recipe sets none
 
     return int(config["trainer"].get("max_epochs", trainer_defaults()["max_epochs"]))
 

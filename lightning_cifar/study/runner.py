@@ -28,12 +28,12 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_cifar import registry
-from lightning_cifar.data import CIFAR10DataModule
+from lightning_cifar.data.datamodule import CIFAR10DataModule
 from lightning_cifar.files import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from lightning_cifar.study import machine
 from lightning_cifar.study.config import StudyConfigError
 from lightning_cifar.study.plan import Run
-from lightning_cifar.summary import forward_flops, spatial_profile
+from lightning_cifar.cli.summary import forward_flops, spatial_profile
 
 RESULT_VERSION = 2
 RESULT_COLUMNS = [
@@ -208,10 +208,10 @@ def run_config(run: Run, out: Path, data_dir: Optional[str] = None) -> dict[str,
 
 def build(config: dict[str, Any]) -> Any:
     """The model, data module and trainer of ``config``, made exactly as ``lightning-cifar fit`` makes them
-    (:func:`lightning_cifar.trainer_cli.make_cli`); a value fit would refuse is refused here, in one line."""
+    (:func:`lightning_cifar.cli.lightning_cli.make_cli`); a value fit would refuse is refused here, in one line."""
     from jsonargparse import ArgumentError
 
-    from lightning_cifar.trainer_cli import make_cli
+    from lightning_cifar.cli.lightning_cli import make_cli
 
     try:
         return make_cli(config, run=False, exit_on_error=False)
@@ -237,7 +237,7 @@ def train_run(run: Run, workdir: Path, data_dir: Optional[str] = None,
     """Train and test one run, with its logs under ``workdir``. Returns its result record, the files
     :func:`save_run` writes next to it (by path relative to the output folder), and its data module (whose
     loaded images the next run with the same data settings reuses)."""
-    from lightning_cifar.trainer_cli import check_output_dirs
+    from lightning_cifar.cli.lightning_cli import check_output_dirs
 
     clear_run(workdir, run)
     # Before build(), which seeds: building this probe network draws from the RNG, and the run's

@@ -8,7 +8,7 @@ from typing import Literal, Optional
 from torch import Tensor, nn
 
 from lightning_cifar import registry
-from lightning_cifar.backbones._factory import activation_layer, preset
+from lightning_cifar.models.presets import activation_layer, preset
 from lightning_cifar.errors import BackboneConfigError
 
 

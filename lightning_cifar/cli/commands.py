@@ -14,14 +14,13 @@ import sys
 import warnings
 from typing import Callable, Optional, Sequence
 
-from lightning_cifar.config_files import check_cli_config_files
+from lightning_cifar.cli.config_files import check_cli_config_files
+from lightning_cifar.cli.program import DEBUG_ENV, PROG
 from lightning_cifar.errors import LightningCifarError
 
 # Emitted by Lightning's own internals on every run; nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
-PROG = "lightning-cifar"
-DEBUG_ENV = "LIGHTNING_CIFAR_DEBUG"
 
 
 def backbones_command(argv: Sequence[str]) -> int:
@@ -56,13 +55,13 @@ def study_command(argv: Sequence[str]) -> int:
 
 
 def summary_command(argv: Sequence[str]) -> int:
-    from lightning_cifar.summary import summary_command as run_summary
+    from lightning_cifar.cli.summary import summary_command as run_summary
 
     return run_summary(argv)
 
 
 def export_command(argv: Sequence[str]) -> int:
-    from lightning_cifar.export import export_command as run_export
+    from lightning_cifar.cli.export import export_command as run_export
 
     return run_export(argv)
 
@@ -77,7 +76,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 
 def run_lightning_cli(argv: Optional[Sequence[str]]) -> None:
     """Run LightningCLI; ``argv=None`` reads ``sys.argv`` as LightningCLI expects."""
-    from lightning_cifar.trainer_cli import make_cli
+    from lightning_cifar.cli.lightning_cli import make_cli
 
     make_cli(argv)
 

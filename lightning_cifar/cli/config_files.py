@@ -1,28 +1,12 @@
-"""Reading YAML config files with errors that name the file, the line and the column."""
+"""Checks of the command line's config files before jsonargparse reads them: one line naming the file's
+line for broken YAML, and options that have moved."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
 from lightning_cifar.errors import LightningCifarError
-
-
-def read_yaml(path: str | Path, what: str = "config", error: type[LightningCifarError] = LightningCifarError) -> Any:
-    path = Path(path)
-    if path.is_dir():
-        raise error(f"{what} {path} is a folder; pass a YAML file")
-    if not path.is_file():
-        raise error(f"{what} {path} does not exist")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise error(f"{path}:{where}: malformed YAML: {problem}") from exc
+from lightning_cifar.files import read_yaml
 
 
 # Options that moved, with where they live now.

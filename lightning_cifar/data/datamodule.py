@@ -25,10 +25,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import CIFAR10, VisionDataset
 from torchvision.datasets.utils import check_integrity
 
-from lightning_cifar import safe_pickle
-from lightning_cifar.augment import get_augmentation
+from lightning_cifar.data import safe_pickle
+from lightning_cifar.data.augment import get_augmentation
 from lightning_cifar.errors import DataError
-from lightning_cifar.image_folder import MAX_IMAGE_PIXELS, load_image_folder
+from lightning_cifar.data.image_folder import MAX_IMAGE_PIXELS, load_image_folder
 
 # The official label_names of batches.meta, for when the dataset is not loaded (predicting a folder).
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -37,7 +37,7 @@ TRAIN_SIZE = 50_000
 
 class SafeCIFAR10(CIFAR10):
     """torchvision's CIFAR10 (download, MD5 checks, classes) reading its pickles with
-    :mod:`lightning_cifar.safe_pickle`, so that a batch file can never run code."""
+    :mod:`lightning_cifar.data.safe_pickle`, so that a batch file can never run code."""
 
     def __init__(self, root: Union[str, Path], train: bool = True, download: bool = False) -> None:
         VisionDataset.__init__(self, root)

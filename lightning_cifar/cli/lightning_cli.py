@@ -24,16 +24,18 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins.io import CheckpointIO
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
-from lightning_cifar.callbacks import LatestCheckpoint, PredictionsCSV
-from lightning_cifar.checkpoint_io import AtomicCheckpointIO, check_checkpoint
-from lightning_cifar.checkpoint_settings import explicit_model_keys, plain, reconcile_model_settings
-from lightning_cifar.cli import DEBUG_ENV, PROG
-from lightning_cifar.data import CIFAR10DataModule
+from lightning_cifar.training.callbacks.checkpointing import LatestCheckpoint
+from lightning_cifar.training.callbacks.predictions import PredictionsCSV
+from lightning_cifar.checkpoints.reading import check_checkpoint
+from lightning_cifar.checkpoints.writing import AtomicCheckpointIO
+from lightning_cifar.checkpoints.model_settings import explicit_model_keys, plain, reconcile_model_settings
+from lightning_cifar.cli.program import DEBUG_ENV, PROG
+from lightning_cifar.data.datamodule import CIFAR10DataModule
 from lightning_cifar.errors import LightningCifarError
-from lightning_cifar.evaluation_report import ClassificationReport
-from lightning_cifar.memory_check import check_memory
-from lightning_cifar.model import Classifier, check_weights_fit, checkpoint_normalize
-from lightning_cifar.run_folders import (
+from lightning_cifar.training.callbacks.evaluation_report import ClassificationReport
+from lightning_cifar.cli.memory_check import check_memory
+from lightning_cifar.training.classifier import Classifier, check_weights_fit, checkpoint_normalize
+from lightning_cifar.checkpoints.run_folders import (
     CHECKPOINT_FILENAME,
     LOG_DIR_NAME,
     MONITOR,
@@ -41,7 +43,7 @@ from lightning_cifar.run_folders import (
     claim_version,
     find_checkpoint,
 )
-from lightning_cifar.threads import ThreadsForLoad
+from lightning_cifar.tools.threads import ThreadsForLoad
 
 # Checkpoint aliases Lightning itself understands; left to it.
 LIGHTNING_ALIASES = ("hpc", "registry")
@@ -283,7 +285,7 @@ class CifarCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.add_argument("--check_memory", type=bool, default=True,
                             help="refuse a network that cannot fit in memory, estimated before it is built"
-                                 " (lightning_cifar/memory_check.py); false skips the estimate")
+                                 " (lightning_cifar/cli/memory_check.py); false skips the estimate")
         for key, callback in CALLBACK_GROUPS.items():
             parser.add_class_arguments(callback, key, fail_untyped=False, sub_configs=True)
         parser.set_defaults(CHECKPOINT_DEFAULTS)

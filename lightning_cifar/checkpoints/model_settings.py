@@ -15,7 +15,7 @@ from typing import Any
 from jsonargparse import Namespace
 from pytorch_lightning.utilities import rank_zero_info
 
-from lightning_cifar.config_files import read_yaml
+from lightning_cifar.files import read_yaml
 from lightning_cifar.errors import LightningCifarError
 
 # Model settings that change how a network runs, not what it is or how it trains: given on the command

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 from torchvision.datasets import CIFAR10
 
-from lightning_cifar.data import DEFAULT_DATA_DIR
+from lightning_cifar.data.datamodule import DEFAULT_DATA_DIR
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.study.config import StudyConfig
 from lightning_cifar.study.plan import Run

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from lightning_cifar import registry
-from lightning_cifar.backbones._factory import activation_layer, preset
-from lightning_cifar.backbones.whitening import PatchWhitening
+from lightning_cifar.models.presets import activation_layer, preset
+from lightning_cifar.models.whitening import PatchWhitening
 from lightning_cifar.errors import BackboneConfigError
 
 Width = Union[int, Sequence[int]]
@@ -108,7 +108,7 @@ class ConvPoolNet(nn.Module):
             head_dropout: dropout right before the classifier layer.
             in_channels: input channels.
             whiten: kernel size of a frozen patch-whitening first layer set from the training
-                images before training (``lightning_cifar/backbones/whitening.py``), followed by
+                images before training (``lightning_cifar/models/whitening.py``), followed by
                 the activation; 0 for none. It counts as a block for the kernel rule: its kernel
                 is at least the first block's.
             whiten_padding: ``same`` (the maps stay 32x32) or ``valid`` (whole patches only: 30x30

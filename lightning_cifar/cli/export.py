@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_cifar.errors import LightningCifarError
-from lightning_cifar.model import Classifier, evaluation_logits, tta_mode
+from lightning_cifar.training.classifier import Classifier, evaluation_logits, tta_mode
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 
@@ -105,7 +105,7 @@ def export(ckpt_path: str, fmt: str, output: Path) -> Path:
 
 
 def export_command(argv: Sequence[str]) -> int:
-    from lightning_cifar.checkpoint_io import check_checkpoint
+    from lightning_cifar.checkpoints.reading import check_checkpoint
 
     parser = argparse.ArgumentParser(
         prog="lightning-cifar export",

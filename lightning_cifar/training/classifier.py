@@ -12,13 +12,14 @@ from torch import Tensor
 from pytorch_lightning.utilities import rank_zero_warn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_cifar import registry, rng_state
-from lightning_cifar.checkpoint_io import DATA_HPARAMS, MODEL_HPARAMS, read_checkpoint
+from lightning_cifar import registry
+from lightning_cifar.training import rng_state
+from lightning_cifar.checkpoints.reading import DATA_HPARAMS, MODEL_HPARAMS, read_checkpoint
 from lightning_cifar.errors import LightningCifarError
-from lightning_cifar.input_norm import Standardize
-from lightning_cifar.loss_guard import NonFiniteLossGuard
-from lightning_cifar.optimizers import MuonWithSGD, parameter_groups
-from lightning_cifar.schedules import lr_multiplier
+from lightning_cifar.training.input_norm import Standardize
+from lightning_cifar.training.callbacks.loss_guard import NonFiniteLossGuard
+from lightning_cifar.training.optimizers import MuonWithSGD, parameter_groups
+from lightning_cifar.training.schedules import lr_multiplier
 
 # Training images a backbone's data-set layers (a whitening layer) are computed from, as the speedruns.
 DATA_INIT_IMAGES = 5000
