@@ -106,7 +106,7 @@ def training_flops_per_image(backbone: str, kwargs: dict | None = None) -> float
 
     from lightning_cifar import registry
 
-    net = registry.create(backbone, **(kwargs or {}))
+    net = registry.create_backbone(backbone, **(kwargs or {}))
     x = torch.randn(8, 3, 32, 32)
     with FlopCounterMode(display=False) as counter:
         net(x).sum().backward()

@@ -302,7 +302,7 @@ def test_the_output_check_probes_train_mode_and_a_second_batch_size(plugins, nam
     from lightning_cifar.errors import BackboneLoadError
 
     with pytest.raises(BackboneLoadError) as err:
-        registry.create(name)
+        registry.create_backbone(name)
     assert message in str(err.value)
 
 
@@ -310,10 +310,10 @@ def test_the_output_check_leaves_the_module_and_the_random_stream_as_they_were()
     from lightning_cifar import registry
 
     torch.manual_seed(0)
-    checked = registry.create("cnn_base", dropout=0.3)
+    checked = registry.create_backbone("cnn_base", dropout=0.3)
     after_checked = torch.rand(3)
     torch.manual_seed(0)
-    unchecked = registry.create("cnn_base", dropout=0.3, check=False)
+    unchecked = registry.create_backbone("cnn_base", dropout=0.3, check=False)
     after_unchecked = torch.rand(3)
     assert torch.equal(after_checked, after_unchecked)  # dropout in the train-mode probe drew nothing
     for (name, a), (_, b) in zip(checked.state_dict().items(), unchecked.state_dict().items()):

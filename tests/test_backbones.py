@@ -6,6 +6,7 @@ from torch import nn
 from lightning_cifar import registry
 from lightning_cifar.models import MLP, ConvPoolNet
 from lightning_cifar.errors import BackboneConfigError
+from lightning_cifar.models.measure import count_parameters
 
 PRESETS = ["cnn_base", "cnn_wide", "cnn_deep", "cnn_seed", "cnn_fast", "mlp_seed", "mlp"]
 
@@ -13,7 +14,7 @@ PRESETS = ["cnn_base", "cnn_wide", "cnn_deep", "cnn_seed", "cnn_fast", "mlp_seed
 @pytest.mark.parametrize("name", PRESETS + ["convpool", "mlp_net"])
 @pytest.mark.parametrize("num_classes", [10, 7])
 def test_every_builtin_maps_images_to_logits(name, num_classes):
-    net = registry.create(name, num_classes=num_classes)
+    net = registry.create_backbone(name, num_classes=num_classes)
     out = net(torch.randn(3, 3, 32, 32))
     assert out.shape == (3, num_classes)
     assert torch.isfinite(out).all()
@@ -25,7 +26,7 @@ def test_builtins_are_declared_once_in_code_not_in_package_metadata():
     ours = [ep for ep in entry_points(group=registry.GROUP) if ep.dist is not None and ep.dist.name == "lightning-cifar"]
     assert ours == []  # no second declaration in pyproject.toml
     for name in PRESETS + ["convpool", "mlp_net"]:
-        entry = registry.get(name)
+        entry = registry.get_backbone_entry(name)
         assert entry.distribution.startswith("lightning-cifar ") and entry.distribution.endswith("(built in)")
         module, attr = entry.target.split(":")
         assert getattr(__import__(module, fromlist=[attr]), attr) is entry.load()  # the name an entry point would use
@@ -36,7 +37,7 @@ def conv_layers(net):
 
 
 def test_presets_have_falling_kernels_and_the_promised_shape():
-    base, wide, deep = (registry.create(n) for n in ("cnn_base", "cnn_wide", "cnn_deep"))
+    base, wide, deep = (registry.create_backbone(n) for n in ("cnn_base", "cnn_wide", "cnn_deep"))
     assert [c.kernel_size[0] for c in conv_layers(base)] == [7, 5, 3]
     assert [c.out_channels for c in conv_layers(wide)] == [2 * c.out_channels for c in conv_layers(base)]
     assert len(conv_layers(deep)) == 2 * len(conv_layers(base))
@@ -44,7 +45,7 @@ def test_presets_have_falling_kernels_and_the_promised_shape():
 
 
 def test_seed_cnn_matches_the_notebooks_keras_model():
-    net = registry.create("cnn_seed")
+    net = registry.create_backbone("cnn_seed")
     convs = conv_layers(net)
     assert [c.out_channels for c in convs] == [16, 32, 64, 128]
     assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) for c in convs)
@@ -57,14 +58,14 @@ def test_seed_cnn_matches_the_notebooks_keras_model():
 
 def test_seed_mlp_has_the_notebooks_parameter_count():
     # "Total params: 404010" in the notebook's Keras summary.
-    assert registry.count_parameters(registry.create("mlp_seed")) == 404_010
+    assert count_parameters(registry.create_backbone("mlp_seed")) == 404_010
 
 
 def test_rising_kernels_are_rejected():
     with pytest.raises(BackboneConfigError, match=r"must not increase.*\[3, 5\]"):
         ConvPoolNet(widths=[16, 32], kernels=[3, 5])
     with pytest.raises(BackboneConfigError, match="must not increase"):
-        registry.create("cnn_base", kernels=[3, 5, 7])
+        registry.create_backbone("cnn_base", kernels=[3, 5, 7])
 
 
 def test_equal_kernels_are_allowed():
@@ -150,7 +151,7 @@ def test_whitening_can_keep_whole_patches_only_and_its_directions_of_largest_var
     # The same filters as the full layer's five of largest variance (its last five: ascending eigenvalues).
     torch.testing.assert_close(kept.weight[:5], full.weight[22:27])
     torch.testing.assert_close(kept.weight[5:], -full.weight[22:27])
-    net = registry.create("convpool", widths=[8, 16], kernels=[3, 3], whiten=3, whiten_padding="valid",
+    net = registry.create_backbone("convpool", widths=[8, 16], kernels=[3, 3], whiten=3, whiten_padding="valid",
                           whiten_directions=5, head="flatten")
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)  # 30 -> 15 -> 7: the flatten head is sized for it
     assert net.head[-1].in_features == 16 * 7 * 7
@@ -164,17 +165,17 @@ def test_whitening_can_keep_whole_patches_only_and_its_directions_of_largest_var
 ])
 def test_bad_whitening_options_are_refused_in_one_line(kwargs, message):
     with pytest.raises(BackboneConfigError, match=message):
-        registry.create("convpool", widths=[8, 16], kernels=[3, 3], **kwargs)
+        registry.create_backbone("convpool", widths=[8, 16], kernels=[3, 3], **kwargs)
 
 
 def test_whitening_counts_as_a_block_for_the_kernel_rule():
     with pytest.raises(BackboneConfigError, match=r"whitening layer counts as one: whiten=3 < block 1's 5"):
-        registry.create("convpool", widths=[8, 16], kernels=[5, 3], whiten=3)
-    registry.create("convpool", widths=[8, 16], kernels=[3, 3], whiten=3)
+        registry.create_backbone("convpool", widths=[8, 16], kernels=[5, 3], whiten=3)
+    registry.create_backbone("convpool", widths=[8, 16], kernels=[3, 3], whiten=3)
 
 
 def test_dirac_starts_each_convolution_as_the_identity_and_norm_scale_can_be_frozen():
-    net = registry.create("convpool", widths=[8, 16], kernels=[3, 3], dirac=True, norm_scale=False, norm_momentum=0.4)
+    net = registry.create_backbone("convpool", widths=[8, 16], kernels=[3, 3], dirac=True, norm_scale=False, norm_momentum=0.4)
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
     x = torch.randn(2, 3, 6, 6)
     assert torch.equal(F.conv2d(x, convs[0].weight[:3], padding=1), x)  # its first 3 filters pass the input on
@@ -184,20 +185,20 @@ def test_dirac_starts_each_convolution_as_the_identity_and_norm_scale_can_be_fro
 
 def test_head_scale_multiplies_the_logits_and_must_be_positive():
     torch.manual_seed(0)
-    plain = registry.create("convpool", widths=[8, 16], kernels=[3, 3])
-    scaled = registry.create("convpool", widths=[8, 16], kernels=[3, 3], head_scale=1 / 9)
+    plain = registry.create_backbone("convpool", widths=[8, 16], kernels=[3, 3])
+    scaled = registry.create_backbone("convpool", widths=[8, 16], kernels=[3, 3], head_scale=1 / 9)
     scaled.load_state_dict(plain.state_dict())  # the factor is not a weight: checkpoints stay interchangeable
     x = torch.randn(4, 3, 32, 32)
     plain.eval(), scaled.eval()
     torch.testing.assert_close(scaled(x), plain(x) / 9)
     with pytest.raises(BackboneConfigError, match=r"head_scale=0: must be > 0"):
-        registry.create("convpool", widths=[8], kernels=[3], head_scale=0)
+        registry.create_backbone("convpool", widths=[8], kernels=[3], head_scale=0)
 
 
 def test_without_head_bias_the_classifier_has_no_bias_for_bias_lr_to_train():
     from lightning_cifar import Classifier
 
-    net = registry.create("convpool", widths=[8, 16], kernels=[3, 3], head_bias=False)
+    net = registry.create_backbone("convpool", widths=[8, 16], kernels=[3, 3], head_bias=False)
     assert net.head[-1].bias is None and net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     model = Classifier(backbone="convpool", backbone_kwargs={"widths": [8, 16], "kernels": [3, 3], "head_bias": False},
                        optimizer="muon", lr=0.1, bias_lr=2.0, scheduler="none")
@@ -208,8 +209,8 @@ def test_without_head_bias_the_classifier_has_no_bias_for_bias_lr_to_train():
 
 def test_the_global_max_head_reads_each_filters_largest_response():
     torch.manual_seed(0)
-    avg = registry.create("convpool", widths=[8, 16], kernels=[3, 3])
-    top = registry.create("convpool", widths=[8, 16], kernels=[3, 3], head="global_max")
+    avg = registry.create_backbone("convpool", widths=[8, 16], kernels=[3, 3])
+    top = registry.create_backbone("convpool", widths=[8, 16], kernels=[3, 3], head="global_max")
     top.load_state_dict(avg.state_dict())  # no weights of its own: checkpoints stay interchangeable
     avg.eval(), top.eval()
     x = torch.randn(4, 3, 32, 32)

@@ -59,7 +59,7 @@ def test_the_model_summary_counts_flops(tmp_path, tiny_cifar, cli):
             "--trainer.enable_checkpointing=false"]
     result = cli(args, tmp_path)
     output = result.stdout + result.stderr
-    flops = forward_flops(registry.create("convpool", widths=[8, 16], kernels=[5, 3]))
+    flops = forward_flops(registry.create_backbone("convpool", widths=[8, 16], kernels=[5, 3]))
     line = next(line for line in output.splitlines() if line.rstrip().endswith("Total Flops"))
     assert line.split()[0] == f"{flops / 1e6:.1f}" and line.split()[1] == "M", output  # per image, not 0
 

@@ -16,6 +16,7 @@ from lightning_cifar.training.callbacks.evaluation_report import ScoredImages, c
 from lightning_cifar.cli.export import load_for_export
 from lightning_cifar.training.input_norm import CIFAR10_MEAN
 from lightning_cifar.cli.summary import forward_flops
+from lightning_cifar.models.measure import count_parameters
 REPORT_FILES = ["confusion_matrix.png", "per_class_accuracy.png", "reliability_diagram.png", "confident_mistakes.png"]
 
 
@@ -253,8 +254,8 @@ def test_summary_shows_falling_kernels_shapes_params_and_flops(tmp_path, cli):
     convs = [line.split() for line in out.splitlines() if " Conv2d " in line]
     assert [c[2] for c in convs] == ["7x7", "5x5", "3x3"]
     assert [c[3] for c in convs] == ["32x32x32", "64x16x16", "128x8x8"]
-    net = registry.create("cnn_base")
-    assert f"total parameters: {registry.count_parameters(net):,}" in out
+    net = registry.create_backbone("cnn_base")
+    assert f"total parameters: {count_parameters(net):,}" in out
     assert f"FLOPs per image (forward): {forward_flops(net):,}" in out
     wide = cli(["summary", "--model.backbone=cnn_base", '--model.backbone_kwargs={"width_mult": 2}'], tmp_path).stdout
     assert "total parameters: 512,586" in wide  # = cnn_wide

@@ -1,4 +1,4 @@
-"""Command line: ``fit``/``validate``/``test``/``predict`` (LightningCLI, in :mod:`trainer_cli`)
+"""Command line: ``fit``/``validate``/``test``/``predict`` (LightningCLI, in :mod:`lightning_cli`)
 plus our own commands.
 
 ``lightning-cifar`` and its alias ``lightning`` both call :func:`main`. Lightning is imported
@@ -14,54 +14,52 @@ import sys
 import warnings
 from typing import Callable, Optional, Sequence
 
+from lightning_cifar import registry
 from lightning_cifar.cli.config_files import check_cli_config_files
 from lightning_cifar.cli.program import DEBUG_ENV, PROG
+from lightning_cifar.cli.summary import summary_command
 from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.models.measure import count_parameters
 
 # Emitted by Lightning's own internals on every run; nothing a user can act on.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-
+LIGHTNING_NOISE = r".*isinstance\(treespec, LeafSpec\).*"
 
 
 def backbones_command(argv: Sequence[str]) -> int:
-    from lightning_cifar import registry
-
     parser = argparse.ArgumentParser(
         prog=f"{PROG} backbones",
         description="List registered backbones: name, parameters for 10 classes, description.",
     )
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'cnn_*'")
     args = parser.parse_args(list(argv))
-    names = registry.available(args.pattern)
+    names = registry.list_backbones(args.pattern)
     if not names:
         raise LightningCifarError(
-            f"no backbone matches {args.pattern!r}; registered: {', '.join(registry.available()) or '(none)'}"
+            f"no backbone matches {args.pattern!r}; registered: {', '.join(registry.list_backbones()) or '(none)'}"
         )
     width = max(len(n) for n in names)
     for name in names:
         try:
-            params = registry.count_parameters(registry.create(name, num_classes=10))
-            line = f"{name:<{width}}  {params:>11,}  {registry.describe(name)}"
+            params = count_parameters(registry.create_backbone(name, num_classes=10))
+            line = f"{name:<{width}}  {params:>11,}  {registry.describe_backbone(name)}"
         except LightningCifarError as exc:
             line = f"{name:<{width}}  {'BROKEN':>11}  {exc}"
         print(line, flush=True)
     return 0
 
 
+# The commands below import Lightning (seconds) or matplotlib and scipy when they run, not when the console
+# script starts: `backbones` and `summary` answer in the time it takes to import torch.
+
+
 def study_command(argv: Sequence[str]) -> int:
-    from lightning_cifar.study.command import study_command as run_study  # imports matplotlib, scipy
+    from lightning_cifar.study.command import study_command as run_study  # start-up time: Lightning, matplotlib
 
     return run_study(argv)
 
 
-def summary_command(argv: Sequence[str]) -> int:
-    from lightning_cifar.cli.summary import summary_command as run_summary
-
-    return run_summary(argv)
-
-
 def export_command(argv: Sequence[str]) -> int:
-    from lightning_cifar.cli.export import export_command as run_export
+    from lightning_cifar.cli.export import export_command as run_export  # start-up time: Lightning
 
     return run_export(argv)
 
@@ -76,7 +74,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 
 def run_lightning_cli(argv: Optional[Sequence[str]]) -> None:
     """Run LightningCLI; ``argv=None`` reads ``sys.argv`` as LightningCLI expects."""
-    from lightning_cifar.cli.lightning_cli import make_cli
+    from lightning_cifar.cli.lightning_cli import make_cli  # start-up time: Lightning
 
     make_cli(argv)
 
@@ -88,10 +86,12 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         os.environ[DEBUG_ENV] = "1"  # also reaches processes Lightning launches for DDP
         args = argv
     try:
-        if argv and argv[0] in COMMANDS:
-            raise SystemExit(COMMANDS[argv[0]](argv[1:]))
-        check_cli_config_files(argv)
-        run_lightning_cli(None if args is None else argv)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=LIGHTNING_NOISE)
+            if argv and argv[0] in COMMANDS:
+                raise SystemExit(COMMANDS[argv[0]](argv[1:]))
+            check_cli_config_files(argv)
+            run_lightning_cli(None if args is None else argv)
     except LightningCifarError as exc:
         if os.environ.get(DEBUG_ENV):
             raise

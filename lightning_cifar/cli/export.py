@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from lightning_cifar.checkpoints.reading import check_checkpoint
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.training.classifier import Classifier, evaluation_logits, tta_mode
 
@@ -105,8 +106,6 @@ def export(ckpt_path: str, fmt: str, output: Path) -> Path:
 
 
 def export_command(argv: Sequence[str]) -> int:
-    from lightning_cifar.checkpoints.reading import check_checkpoint
-
     parser = argparse.ArgumentParser(
         prog="lightning-cifar export",
         description="Write a checkpoint as a TorchScript or ONNX model: input float32 (N, 3, 32, 32) images"

@@ -16,8 +16,9 @@ from typing import Any, Optional
 
 import torch
 
-from lightning_cifar import registry
 from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.models._registry import create_shapes_only
+from lightning_cifar.models.measure import IMAGE_SHAPE
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def footprint(backbone: str, kwargs: dict[str, Any], num_classes: int = 10) -> O
     """Parameters and activations of the network, measured on the meta device; None where the
     network cannot be built or run there (a plugin doing something the meta device cannot)."""
     try:
-        net = registry.create_shapes_only(backbone, num_classes=num_classes, **kwargs)
+        net = create_shapes_only(backbone, num_classes=num_classes, **kwargs)
         sizes: list[int] = []
 
         def count(module: Any, inputs: Any, output: Any) -> None:
@@ -48,7 +49,7 @@ def footprint(backbone: str, kwargs: dict[str, Any], num_classes: int = 10) -> O
         handles = [m.register_forward_hook(count) for m in leaves]
         try:
             with torch.no_grad():
-                net(torch.empty(1, *registry.INPUT_SHAPE, device="meta"))
+                net(torch.empty(1, *IMAGE_SHAPE, device="meta"))
         finally:
             for handle in handles:
                 handle.remove()

@@ -4,65 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-import torch
 import yaml
 from torch import nn
 
 from lightning_cifar import registry
 from lightning_cifar.files import read_yaml
 from lightning_cifar.errors import LightningCifarError
-
-
-
-def forward_flops(module: nn.Module) -> int:
-    """FLOPs of one image's forward pass, counted by torch's FLOP counter."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    was_training = module.training
-    module.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(torch.zeros(1, *registry.INPUT_SHAPE))
-    module.train(was_training)
-    return int(counter.get_total_flops())
-
-
-@dataclass
-class Layer:
-    name: str
-    kind: str
-    kernel: str
-    output: tuple[int, ...]
-    params: int
-
-
-def layer_table(net: nn.Module) -> list[Layer]:
-    """Every leaf module in call order, with its output shape for one 3x32x32 image."""
-    layers: list[Layer] = []
-    names = {m: n for n, m in net.named_modules()}
-
-    def record(module: nn.Module, _inputs: Any, output: Any) -> None:
-        kernel = getattr(module, "kernel_size", None)
-        if isinstance(kernel, int):
-            kernel = (kernel, kernel)
-        shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else ()
-        params = sum(p.numel() for p in module.parameters(recurse=False))
-        layers.append(Layer(names[module], type(module).__name__, "x".join(map(str, kernel)) if kernel else "",
-                            shape, params))
-
-    hooks = [m.register_forward_hook(record) for m in net.modules() if not list(m.children())]
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            net(torch.zeros(1, *registry.INPUT_SHAPE))
-    finally:
-        for hook in hooks:
-            hook.remove()
-        net.train(was_training)
-    return layers
+from lightning_cifar.models.measure import count_parameters, forward_flops, layer_table
 
 
 def render(name: str, kwargs: dict[str, Any], net: nn.Module) -> str:
@@ -76,7 +26,7 @@ def render(name: str, kwargs: dict[str, Any], net: nn.Module) -> str:
         lines.append("  ".join(cells).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
-    params, flops = registry.count_parameters(net), forward_flops(net)
+    params, flops = count_parameters(net), forward_flops(net)
     lines += ["", f"total parameters: {params:,}", f"FLOPs per image (forward): {flops:,} ({flops / 1e6:.1f} M)"]
     return "\n".join(lines)
 
@@ -108,49 +58,6 @@ def summary_command(argv: Sequence[str]) -> int:
         model = (config.get("model") or {}) if isinstance(config, dict) else {}
     name: Optional[str] = args.backbone or model.get("backbone") or "cnn_base"
     kwargs = parse_kwargs(args.kwargs) if args.kwargs else dict(model.get("backbone_kwargs") or {})
-    net = registry.create(name, num_classes=args.num_classes, **kwargs)
+    net = registry.create_backbone(name, num_classes=args.num_classes, **kwargs)
     print(render(name, kwargs, net))
     return 0
-
-
-@dataclass
-class SpatialProfile:
-    """What the convolutions and poolings of a network see: the receptive field of one output unit
-    of the last spatial layer (in input pixels), that layer's map size, and each conv's kernel."""
-
-    receptive_field: Optional[int]  # None for a network without spatial layers (an MLP)
-    final_map: Optional[int]
-    conv_kernels: list[int]
-
-
-def spatial_profile(net: nn.Module) -> SpatialProfile:
-    """Receptive field by the usual recurrence over the conv and pool layers in call order:
-    r += (k - 1) * jump, jump *= stride (dilation 1)."""
-    spatial: list[tuple[nn.Module, int]] = []
-
-    def record(module: nn.Module, _inputs: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor) and output.dim() == 4:
-            spatial.append((module, int(output.shape[-1])))
-
-    kinds = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
-    hooks = [m.register_forward_hook(record) for m in net.modules() if isinstance(m, kinds)]
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            net(torch.zeros(1, *registry.INPUT_SHAPE))
-    finally:
-        for hook in hooks:
-            hook.remove()
-        net.train(was_training)
-    if not spatial:
-        return SpatialProfile(None, None, [])
-    field_size, jump, kernels = 1, 1, []
-    for module, _ in spatial:
-        k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
-        stride = module.stride if isinstance(module.stride, int) else module.stride[0]
-        field_size += (k - 1) * jump
-        jump *= stride
-        if isinstance(module, nn.Conv2d):
-            kernels.append(k)
-    return SpatialProfile(field_size, spatial[-1][1], kernels)

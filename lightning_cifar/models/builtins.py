@@ -24,7 +24,7 @@ def preset(name: str, cls: type[nn.Module], doc: str, **defaults: Any) -> Callab
 
     The factory carries ``cls``'s signature with the preset's defaults, so the
     registry can tell users which keyword arguments it takes, and is named
-    ``<cls's module>:<name>``, as an entry point would name it.
+    ``lightning_cifar.models.builtins:<name>``, as an entry point would name it.
     """
 
     def factory(num_classes: int = 10, **overrides: Any) -> nn.Module:
@@ -39,7 +39,7 @@ def preset(name: str, cls: type[nn.Module], doc: str, **defaults: Any) -> Callab
     )
     factory.__doc__ = doc
     factory.__qualname__ = factory.__name__ = name
-    factory.__module__ = cls.__module__
+    factory.__module__ = __name__
     return register_backbone(name, factory)
 
 

@@ -15,8 +15,7 @@ from typing import Literal, Union
 import torch
 from torch import Tensor, nn
 
-from lightning_cifar import registry
-from lightning_cifar.models.presets import activation_layer, preset
+from lightning_cifar.models.layers import activation_layer
 from lightning_cifar.models.whitening import PatchWhitening
 from lightning_cifar.errors import BackboneConfigError
 
@@ -54,7 +53,6 @@ def _resolve_blocks(widths: Sequence[Width], kernels: Sequence[int], blocks: int
     return widths[:blocks], kernels[:blocks]
 
 
-@registry.register("convpool")
 class ConvPoolNet(nn.Module):
     """Conv-pool CNN with non-increasing kernel sizes; fully configurable."""
 
@@ -234,47 +232,3 @@ class ConvPoolNet(nn.Module):
         first = self.features[0] if len(self.features) else None
         if isinstance(first, PatchWhitening) and not bool(first.initialised):
             first.initialise(images)
-
-
-cnn_base = preset(
-    "cnn_base",
-    ConvPoolNet,
-    "Conv-pool 32-64-128, kernels 7-5-3, batch norm, global pooling (about a CPU-minute per epoch).",
-    widths=(32, 64, 128),
-    kernels=(7, 5, 3),
-)
-cnn_wide = preset(
-    "cnn_wide",
-    ConvPoolNet,
-    "cnn_base with twice the filters: 64-128-256, kernels 7-5-3.",
-    widths=(64, 128, 256),
-    kernels=(7, 5, 3),
-)
-cnn_deep = preset(
-    "cnn_deep",
-    ConvPoolNet,
-    "cnn_base with twice the layers: two convolutions per block, 32-64-128, kernels 7-5-3.",
-    widths=(32, 64, 128),
-    kernels=(7, 5, 3),
-    convs_per_block=2,
-)
-cnn_seed = preset(
-    "cnn_seed",
-    ConvPoolNet,
-    "The seed notebook's best CNN: 16-32 | 64-128 filters, 3x3, dropout 0.25/0.25/0.5, dense 512.",
-    widths=((16, 32), (64, 128)),
-    kernels=(3, 3),
-    norm=False,
-    dropout=(0.25, 0.25),
-    head="flatten",
-    dense=(512,),
-    head_dropout=0.5,
-)
-cnn_fast = preset(
-    "cnn_fast",
-    ConvPoolNet,
-    "Fast recipe net: 64 | 192-192 | 384-384, kernels 5-3-3, pooling after each block's first conv (airbench-style).",
-    widths=((64,), (192, 192), (384, 384)),
-    kernels=(5, 3, 3),
-    pool_position="first",
-)

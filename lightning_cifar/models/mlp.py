@@ -7,12 +7,10 @@ from typing import Literal, Optional
 
 from torch import Tensor, nn
 
-from lightning_cifar import registry
-from lightning_cifar.models.presets import activation_layer, preset
+from lightning_cifar.models.layers import activation_layer
 from lightning_cifar.errors import BackboneConfigError
 
 
-@registry.register("mlp_net")
 class MLP(nn.Module):
     """Multi-layer perceptron on the flattened 3x32x32 image; fully configurable."""
 
@@ -59,15 +57,3 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
-
-
-mlp_seed = preset("mlp_seed", MLP, "The seed notebook's MLP: 3072-128-64-32-10, ReLU.", hidden=(128, 64, 32))
-mlp = preset(
-    "mlp",
-    MLP,
-    "Stronger MLP baseline: 3072-1024-1024-1024-10, batch norm, GELU, dropout 0.2.",
-    hidden=(1024, 1024, 1024),
-    activation="gelu",
-    norm="batch",
-    dropout=0.2,
-)

@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from pytorch_lightning import Trainer
+
+from lightning_cifar.data.datamodule import CIFAR10DataModule
 from lightning_cifar.files import read_yaml
+from lightning_cifar.training.classifier import Classifier
 from lightning_cifar.errors import LightningCifarError
 
 SECTIONS = {"name", "notes", "base", "recipe", "axes", "baselines", "seeds", "tune", "budget", "anchors"}
@@ -154,11 +158,6 @@ class StudyConfig:
 def recipe_keys() -> dict[str, list[str]]:
     """The keys a recipe section may set: the arguments ``lightning-cifar fit`` takes there, less the
     ones the study sets per run. (Values are checked by fit's own parser before the first run.)"""
-    from pytorch_lightning import Trainer
-
-    from lightning_cifar.data.datamodule import CIFAR10DataModule
-    from lightning_cifar.training.classifier import Classifier
-
     classes = {"trainer": Trainer, "model": Classifier, "data": CIFAR10DataModule}
     return {section: [name for name in inspect.signature(cls.__init__).parameters
                       if name != "self" and name not in RESERVED_KEYS[section]]

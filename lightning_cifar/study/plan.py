@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from statistics import mean
 from typing import Any, Callable, Optional
 
+from lightning_cifar import registry
+from lightning_cifar.cli.lightning_cli import trainer_defaults
 from lightning_cifar.files import read_yaml
 from lightning_cifar.study.config import CNN_FAMILY, RECIPE_SECTIONS, Point, StudyConfig, StudyConfigError, apply
 
@@ -75,16 +77,12 @@ class Run:
 
 def architecture(backbone: str, kwargs: dict[str, Any]) -> str:
     """Hash of the network as built: equal for every spelling of the same layers."""
-    from lightning_cifar import registry
-
-    net = registry.create(backbone, num_classes=10, check=False, **kwargs)
+    net = registry.create_backbone(backbone, num_classes=10, check=False, **kwargs)
     return hashlib.sha256(repr(net).encode()).hexdigest()[:16]
 
 
 def max_epochs(config: dict[str, Any]) -> int:
-    from lightning_cifar.cli.lightning_cli import trainer_defaults  # fit's default when the recipe sets none
-
-    return int(config["trainer"].get("max_epochs", trainer_defaults()["max_epochs"]))
+    return int(config["trainer"].get("max_epochs", trainer_defaults()["max_epochs"]))  # fit's default when unset
 
 
 def tune_label(settings: dict[str, Any]) -> str:

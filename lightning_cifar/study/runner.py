@@ -26,14 +26,16 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from jsonargparse import ArgumentError
 
 from lightning_cifar import registry
+from lightning_cifar.cli.lightning_cli import check_output_dirs, make_cli
 from lightning_cifar.data.datamodule import CIFAR10DataModule
 from lightning_cifar.files import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from lightning_cifar.study import machine
 from lightning_cifar.study.config import StudyConfigError
 from lightning_cifar.study.plan import Run
-from lightning_cifar.cli.summary import forward_flops, spatial_profile
+from lightning_cifar.models.measure import count_parameters, forward_flops, spatial_profile
 
 RESULT_VERSION = 2
 RESULT_COLUMNS = [
@@ -50,11 +52,11 @@ TRAIN_SUBSET_SEED = 1234  # which ones: the same for every run
 
 def describe_network(run: Run) -> dict[str, Any]:
     """Parameters, forward FLOPs per image, receptive field, final map size and kernel schedule."""
-    net = registry.create(run.backbone, num_classes=10, **run.kwargs)
+    net = registry.create_backbone(run.backbone, num_classes=10, **run.kwargs)
     profile = spatial_profile(net)
     blocks = getattr(net, "kernels", None)  # ConvPoolNet: one kernel per block
     kernels = "-".join(map(str, blocks if blocks else profile.conv_kernels))
-    return {"params": registry.count_parameters(net), "flops_per_image": forward_flops(net),
+    return {"params": count_parameters(net), "flops_per_image": forward_flops(net),
             "receptive_field": profile.receptive_field, "final_map": profile.final_map, "kernels": kernels}
 
 
@@ -209,10 +211,6 @@ def run_config(run: Run, out: Path, data_dir: Optional[str] = None) -> dict[str,
 def build(config: dict[str, Any]) -> Any:
     """The model, data module and trainer of ``config``, made exactly as ``lightning-cifar fit`` makes them
     (:func:`lightning_cifar.cli.lightning_cli.make_cli`); a value fit would refuse is refused here, in one line."""
-    from jsonargparse import ArgumentError
-
-    from lightning_cifar.cli.lightning_cli import make_cli
-
     try:
         return make_cli(config, run=False, exit_on_error=False)
     except ArgumentError as exc:
@@ -237,8 +235,6 @@ def train_run(run: Run, workdir: Path, data_dir: Optional[str] = None,
     """Train and test one run, with its logs under ``workdir``. Returns its result record, the files
     :func:`save_run` writes next to it (by path relative to the output folder), and its data module (whose
     loaded images the next run with the same data settings reuses)."""
-    from lightning_cifar.cli.lightning_cli import check_output_dirs
-
     clear_run(workdir, run)
     # Before build(), which seeds: building this probe network draws from the RNG, and the run's
     # shuffling and augmentation must draw exactly what `lightning-cifar fit` draws.

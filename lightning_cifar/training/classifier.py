@@ -12,10 +12,12 @@ from torch import Tensor
 from pytorch_lightning.utilities import rank_zero_warn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_cifar import registry
 from lightning_cifar.training import rng_state
 from lightning_cifar.checkpoints.reading import DATA_HPARAMS, MODEL_HPARAMS, read_checkpoint
 from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.models._registry import create_shapes_only
+from lightning_cifar.models.measure import IMAGE_SHAPE, count_parameters
+from lightning_cifar.registry import create_backbone
 from lightning_cifar.training.input_norm import Standardize
 from lightning_cifar.training.callbacks.loss_guard import NonFiniteLossGuard
 from lightning_cifar.training.optimizers import MuonWithSGD, parameter_groups
@@ -24,7 +26,7 @@ from lightning_cifar.training.schedules import lr_multiplier
 # Training images a backbone's data-set layers (a whitening layer) are computed from, as the speedruns.
 DATA_INIT_IMAGES = 5000
 # One image, so that the "Total Flops" of Lightning's model summary are per image.
-EXAMPLE_INPUT_SHAPE = (1, *registry.INPUT_SHAPE)
+EXAMPLE_INPUT_SHAPE = (1, *IMAGE_SHAPE)
 
 
 # Test-time augmentation: the views of each image whose logits are averaged. ``True`` and ``False``,
@@ -181,12 +183,12 @@ class Classifier(pl.LightningModule):
                                       " momentum in [0, 1)")
         tta_mode(tta)
         self.input_norm = Standardize(normalize)
-        self.backbone = registry.create(backbone, num_classes=num_classes, **(backbone_kwargs or {}))
+        self.backbone = create_backbone(backbone, num_classes=num_classes, **(backbone_kwargs or {}))
         if init == "keras":
             keras_init(self.backbone)
         elif init != "torch":
             raise LightningCifarError(f"init={init!r}: allowed values are 'torch', 'keras'")
-        self.num_params = registry.count_parameters(self.backbone)
+        self.num_params = count_parameters(self.backbone)
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         # Not a registered submodule: the compiled wrapper shares the backbone's
@@ -353,7 +355,7 @@ def check_weights_fit(checkpoint: dict[str, Any], label: str) -> None:
     hparams = checkpoint.get(MODEL_HPARAMS) or {}
     weights = {k[len("backbone."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("backbone.")}
     try:
-        expected = registry.create_shapes_only(hparams.get("backbone", "cnn_base"), hparams.get("num_classes", 10),
+        expected = create_shapes_only(hparams.get("backbone", "cnn_base"), hparams.get("num_classes", 10),
                                                **(hparams.get("backbone_kwargs") or {})).state_dict()
     except LightningCifarError:
         return  # an unknown or broken backbone is reported where the model is built, in its own words

@@ -28,6 +28,8 @@ from lightning_cifar.data.datamodule import DEFAULT_DATA_DIR
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.study.config import StudyConfig
 from lightning_cifar.study.plan import Run
+from lightning_cifar.study.progress import Progress, current_state
+from lightning_cifar.study.runner import check_runs, clear_run, quiet_lightning, save_run, train_run, write_results_csv
 
 # Retries of a run whose worker process died (Ray's own count; an exception raised by the run is not retried).
 TASK_RETRIES = 3
@@ -51,7 +53,6 @@ def train_on_worker(run: Run, data_dir: Optional[str]) -> tuple[dict[str, Any], 
     """One run on a Ray worker, in a temporary folder; returns its result, its files (predictions and
     TensorBoard logs, by path relative to the output folder) and the seconds it trained and tested."""
     global _loaded
-    from lightning_cifar.study.runner import quiet_lightning, train_run
 
     # Checked here rather than left to the data module, which would download into the folder: several workers of
     # one machine would then download into the same place at once.
@@ -81,8 +82,6 @@ def execute_on_ray(study: StudyConfig, out: Path, k: int, n: int, data_dir: Opti
     """Run this shard's pending runs as Ray tasks (``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs each,
     fractions allowed), on the Ray instance at ``address``, else on one already started in this process,
     else on a local one started here (and stopped at the end)."""
-    from lightning_cifar.study.command import Progress, current_state
-    from lightning_cifar.study.runner import check_runs, clear_run, save_run, write_results_csv
 
     if cpus_per_run <= 0 or gpus_per_run < 0:
         raise LightningCifarError(f"--cpus-per-run {cpus_per_run} / --gpus-per-run {gpus_per_run}: need more than"

@@ -1,0 +1,82 @@
+"""``lightning-cifar study --dry-run``: the plan, each run's size, and a time estimate from a short probe."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from lightning_cifar.study.plan import Run
+from lightning_cifar.study.runner import describe_network
+from lightning_cifar.training.classifier import Classifier
+
+TRAIN_IMAGES = 45_000  # 50,000 minus the default 5,000 held out for validation
+
+
+def training_device(config: Any) -> torch.device:
+    """The device a run with this parsed configuration trains on (the first one)."""
+    accelerator = str(config.trainer.accelerator)
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def probe_images_per_s(run: Run, config: Any, steps: int = 3) -> float:
+    """Training images/s of the run's network on random input, with the run's batch size and precision,
+    on the device it will train on (``config``: its configuration as fit's parser completed it)."""
+    device = training_device(config)
+    model = Classifier(**{k: v for k, v in config.model.as_dict().items() if k != "num_classes"}).to(device)
+    batch = int(config.data.batch_size)
+    precision = str(config.trainer.precision)
+    x, y = torch.rand(batch, 3, 32, 32, device=device), torch.randint(0, 10, (batch,), device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=precision.startswith(("bf16", "16")))
+
+    def step() -> None:
+        with autocast:
+            loss = model.loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return steps * batch / (time.perf_counter() - started)
+
+
+def estimate_seconds(config: Any, images_per_s: float) -> float:
+    """Training, plus validation each epoch, the clean training subset and one test pass (forward only: ~1/3 of a step)."""
+    epochs, tta = int(config.trainer.max_epochs), 2 if config.model.tta else 1
+    return epochs * TRAIN_IMAGES / images_per_s + tta * (epochs * 10_000 + 10_000) / (3 * images_per_s)
+
+
+def dry_run(runs: list[Run], configs: dict[str, Any], pending: set[str]) -> None:
+    probes: dict[str, float] = {}
+    total = 0.0
+    print(f"{'run':<34} {'role':<6} {'points':<40} {'params':>10} {'FLOPs/img':>10} {'img/s':>7} {'est. s':>7}")
+    devices = set()
+    for run in runs:
+        config = configs[run.run_id]
+        devices.add(str(training_device(config)))
+        network = describe_network(run)
+        if run.config_key not in probes:
+            probes[run.config_key] = probe_images_per_s(run, config)
+        seconds = estimate_seconds(config, probes[run.config_key])
+        total += seconds
+        where = "; ".join(p.label for p in run.points)
+        if run.family in pending and "tune" not in run.roles:
+            where += " (tuned later)"
+        print(f"{run.run_id:<34} {','.join(run.roles):<6} {where[:40]:<40} {network['params']:>10,} "
+              f"{network['flops_per_image'] / 1e6:>9.1f}M {probes[run.config_key]:>7.0f} {seconds:>7.0f}", flush=True)
+    note = (f"; families {', '.join(sorted(pending))} are planned with their first tuning candidate until their"
+            " tuning runs are done") if pending else ""
+    print(f"\n{len(runs)} runs; estimated {total / 3600:.1f} hours in all (a 3-step probe per configuration on random"
+          f" input on {', '.join(sorted(devices))} of this machine; data loading not included){note}")
