@@ -231,3 +231,38 @@ def test_val_split_zero_trains_on_every_image_and_skips_validation(tmp_path, tin
     t.fit(Classifier("mlp_seed"), dm)
     assert len(dm.train_set) == 200 and dm.val_set is None and t.global_step == 5
     assert "val/acc" not in t.callback_metrics
+
+
+WHITENED = {"widths": [8], "kernels": [3], "whiten": 3}
+
+
+def test_a_whitening_backbone_gets_its_images_through_the_data_modules_train_images():
+    from types import SimpleNamespace
+
+    model = Classifier("convpool", backbone_kwargs=WHITENED)
+    asked = []
+    model.initialise_from_data(SimpleNamespace(train_images=lambda n: asked.append(n) or torch.rand(n, 3, 32, 32)))
+    assert asked == [5000] and not model.backbone.needs_data()
+    assert bool(model.backbone.features[0].initialised)
+    model.initialise_from_data(None)  # set once: nothing more is asked of any data module
+
+
+@pytest.mark.parametrize("datamodule, named", [(None, "a fit without a data module"), (object(), "the data module object")])
+def test_a_data_module_without_train_images_is_named_in_one_line(datamodule, named):
+    model = Classifier("convpool", backbone_kwargs=WHITENED)
+    with pytest.raises(LightningCifarError, match=rf"{named} has no train_images\(count\) method") as caught:
+        model.initialise_from_data(datamodule)
+    assert "\n" not in str(caught.value) and "'convpool' sets a layer from training images" in str(caught.value)
+
+
+def test_fit_with_bare_dataloaders_refuses_a_whitening_backbone_before_training(tmp_path):
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(8, 3, 32, 32),
+                                                                         torch.randint(0, 10, (8,))), batch_size=4)
+    model = Classifier("convpool", backbone_kwargs=WHITENED)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(LightningCifarError, match="no train_images"):
+        trainer(tmp_path, max_epochs=1).fit(model, train_dataloaders=loader)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    # A backbone without such a layer needs nothing of the data.
+    trainer(tmp_path, max_epochs=1).fit(Classifier("convpool", backbone_kwargs={"widths": [8], "kernels": [3]}),
+                                        train_dataloaders=loader)

@@ -9,13 +9,11 @@ changed are listed in one info line.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from jsonargparse import Namespace
 from pytorch_lightning.utilities import rank_zero_info
 
-from lightning_cifar.files import read_yaml
 from lightning_cifar.errors import LightningCifarError
 
 # Model settings that change how a network runs, not what it is or how it trains: given on the command
@@ -23,20 +21,13 @@ from lightning_cifar.errors import LightningCifarError
 RUNTIME_MODEL_KEYS = ("tta", "channels_last", "compile")
 
 
-def explicit_model_keys(args: Any, subcommand: str) -> set[str]:
-    """The ``model`` settings the user gave (on the command line or in a ``-c`` file), as opposed to defaults."""
+def explicit_model_keys(args: Any, subcommand: str, config_file_keys: Iterable[str] = ()) -> set[str]:
+    """The ``model`` settings the user gave, as opposed to defaults: on the command line (``args``, or
+    ``sys.argv`` when None), in a config mapping (the study's), or in config files (``config_file_keys``, as
+    the files were read by the parser)."""
     words = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
-    keys = set()
-    for i, word in enumerate(words):
-        if word.startswith("--model."):
-            keys.add(word[len("--model."):].split("=", 1)[0].split(".", 1)[0])
-        path = words[i + 1] if word in ("-c", "--config") and i + 1 < len(words) else (
-            word.split("=", 1)[1] if word.startswith("--config=") else None)
-        if path and Path(path).is_file():
-            loaded = read_yaml(path) or {}
-            section = loaded.get(subcommand, loaded) if isinstance(loaded, dict) else {}
-            model = section.get("model") if isinstance(section, dict) else None
-            keys.update(model if isinstance(model, dict) else ())
+    keys = {word[len("--model."):].split("=", 1)[0].split(".", 1)[0] for word in words if word.startswith("--model.")}
+    keys.update(config_file_keys)
     if isinstance(args, dict):
         keys.update((args.get("model") or {}).keys())
     return keys

@@ -84,13 +84,13 @@ def refusal_reason(exc: Exception) -> str:
     return f"not a readable checkpoint ({lines[-1] if lines else type(exc).__name__})"
 
 
-def check_checkpoint(path: str, trusted: bool) -> Optional[dict[str, Any]]:
+def check_checkpoint(path: str, trusted: bool, label: Optional[str] = None) -> Optional[dict[str, Any]]:
     """The ``--ckpt_path`` check before anything starts: the file exists and :func:`read_checkpoint`
     accepts it. Returns the checkpoint, tensors memory-mapped (None when not checked)."""
     if "://" in path:
         return None  # remote: Lightning fetches it itself
     if not Path(path).is_file():
-        raise LightningCifarError(f"--ckpt_path={path}: no such file; pass a .ckpt file, or last / best")
+        raise LightningCifarError(f"{label or f'--ckpt_path={path}'}: no such file; pass a .ckpt file, or last / best")
     if trusted:
         return None
-    return read_checkpoint(path, f"--ckpt_path={path}")
+    return read_checkpoint(path, label or f"--ckpt_path={path}")

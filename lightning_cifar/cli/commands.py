@@ -11,18 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 from typing import Callable, Optional, Sequence
 
 from lightning_cifar import registry
 from lightning_cifar.cli.config_files import check_cli_config_files
-from lightning_cifar.cli.program import DEBUG_ENV, PROG
+from lightning_cifar.cli.program import DEBUG_ENV, PROG, expected_warnings_hidden
 from lightning_cifar.cli.summary import summary_command
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.models.measure import count_parameters
-
-# Emitted by Lightning's own internals on every run; nothing a user can act on.
-LIGHTNING_NOISE = r".*isinstance\(treespec, LeafSpec\).*"
 
 
 def backbones_command(argv: Sequence[str]) -> int:
@@ -86,8 +82,7 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         os.environ[DEBUG_ENV] = "1"  # also reaches processes Lightning launches for DDP
         args = argv
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=LIGHTNING_NOISE)
+        with expected_warnings_hidden():
             if argv and argv[0] in COMMANDS:
                 raise SystemExit(COMMANDS[argv[0]](argv[1:]))
             check_cli_config_files(argv)

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from lightning_cifar.checkpoints.compatibility import check_weights_fit
 from lightning_cifar.checkpoints.reading import check_checkpoint
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.training.classifier import Classifier, evaluation_logits, tta_mode
@@ -42,8 +43,16 @@ class ExportedClassifier(nn.Module):
 
 
 def load_for_export(ckpt_path: str) -> ExportedClassifier:
-    model = Classifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True).float()
-    return ExportedClassifier(model).eval()
+    """The checkpoint's network, checked (refusals in ``--ckpt_path``'s words) and loaded: one read each."""
+    checkpoint = check_checkpoint(ckpt_path, trusted=False)
+    if checkpoint is None:  # remote: Lightning fetches it
+        model = Classifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    else:
+        check_weights_fit(checkpoint, f"--ckpt_path={ckpt_path}")
+        # Checked above: given the open file rather than its path, load_from_checkpoint does not check it again.
+        with open(ckpt_path, "rb") as file:
+            model = Classifier.load_from_checkpoint(file, map_location="cpu", weights_only=True)
+    return ExportedClassifier(model.float()).eval()
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -78,7 +87,7 @@ def output_path(ckpt_path: str, fmt: str, output: Optional[str], overwrite: bool
     return path
 
 
-def export(ckpt_path: str, fmt: str, output: Path) -> Path:
+def export(net: ExportedClassifier, fmt: str, output: Path) -> Path:
     if fmt not in FORMATS:
         raise LightningCifarError(f"--format={fmt!r}: allowed values are {', '.join(map(repr, FORMATS))}")
     if fmt == "onnx":
@@ -87,7 +96,6 @@ def export(ckpt_path: str, fmt: str, output: Path) -> Path:
                 raise LightningCifarError(
                     f"--format=onnx needs the {module} package: pip install 'lightning-cifar[export]'"
                 )
-    net = load_for_export(ckpt_path)
     example = torch.rand(2, 3, 32, 32)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")
@@ -119,9 +127,9 @@ def export_command(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     if args.format not in FORMATS:
         raise LightningCifarError(f"--format={args.format!r}: allowed values are {', '.join(map(repr, FORMATS))}")
-    check_checkpoint(args.ckpt_path, trusted=False)
+    net = load_for_export(args.ckpt_path)
     output = output_path(args.ckpt_path, args.format, args.output, args.overwrite)
-    written = export(args.ckpt_path, args.format, output)
+    written = export(net, args.format, output)
     print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB, {args.format}): input 'images'"
           " float32 (N, 3, 32, 32) in [0, 1], output 'logits' (N, num_classes)")
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -26,15 +27,17 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
 from lightning_cifar.training.callbacks.checkpointing import LatestCheckpoint
 from lightning_cifar.training.callbacks.predictions import PredictionsCSV
-from lightning_cifar.checkpoints.reading import check_checkpoint
+from lightning_cifar.checkpoints.compatibility import check_weights_fit, checkpoint_normalize, shapes_only_backbone
+from lightning_cifar.checkpoints.reading import MODEL_HPARAMS, check_checkpoint
 from lightning_cifar.checkpoints.writing import AtomicCheckpointIO
 from lightning_cifar.checkpoints.model_settings import explicit_model_keys, plain, reconcile_model_settings
-from lightning_cifar.cli.program import DEBUG_ENV, PROG
+from lightning_cifar.cli.config_files import PARSER_MODE, ConfigFiles, reading_config_files
+from lightning_cifar.cli.program import DEBUG_ENV, PROG, expected_warnings_hidden
 from lightning_cifar.data.datamodule import CIFAR10DataModule
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.training.callbacks.evaluation_report import ClassificationReport
 from lightning_cifar.cli.memory_check import check_memory
-from lightning_cifar.training.classifier import Classifier, check_weights_fit, checkpoint_normalize
+from lightning_cifar.training.classifier import Classifier
 from lightning_cifar.checkpoints.run_folders import (
     CHECKPOINT_FILENAME,
     LOG_DIR_NAME,
@@ -176,22 +179,23 @@ class CifarCLI(LightningCLI):
 
     ``--ckpt_path=last`` and ``--ckpt_path=best`` also work in a new process: they name the
     newest run's last checkpoint, or its best by the monitored score, under ``lightning_logs/``.
-    A checkpoint is checked (plain data, no class paths) before anything reads it.
+    A checkpoint is checked (plain data, no class paths) before anything reads it, and read once
+    here: its model settings are applied from that read (LightningCLI would read the whole file
+    again for them); the trainer's own load is the second and last.
     """
 
+    def __init__(self, *args: Any, config_files: Optional[ConfigFiles] = None, **kwargs: Any) -> None:
+        self.config_files = config_files or ConfigFiles()  # what the parser read of the -c files
+        super().__init__(*args, **kwargs)
+
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        # Runs before LightningCLI re-parses the checkpoint's hyperparameters (tested in
-        # tests/test_lightning_internals.py), so a refused checkpoint is never parsed.
         super().parse_arguments(parser, args)
+        self.checkpoint: Optional[dict[str, Any]] = None  # the --ckpt_path file as checked, tensors memory-mapped
+        self.ckpt_path: Optional[str] = None  # held back from LightningCLI until before_instantiate_classes
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
         config = self.config[subcommand]
-        if subcommand != "fit":
-            # Evaluating a checkpoint in a new run folder: its checkpoint callback has nothing to resume.
-            warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
-            # Nor do the callbacks' saved states matter (a val_split=0 run's checkpoint callback monitors nothing).
-            warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create")
         if "weights_only" in config and config["weights_only"] is None:
             # Explicit, so that TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot turn it off behind the user's back.
             config["weights_only"] = True
@@ -221,34 +225,60 @@ class CifarCLI(LightningCLI):
         if path in (None, "last", "best", *LIGHTNING_ALIASES):
             return
         checkpoint = check_checkpoint(str(path), trusted=config.get("weights_only") is False)
-        if checkpoint is not None:
-            check_weights_fit(checkpoint, f"--ckpt_path={path}")
-        legacy = checkpoint_normalize(checkpoint, f"--ckpt_path={path}") if checkpoint is not None else None
+        if checkpoint is None:  # remote, or trusted: LightningCLI reads its settings itself
+            return
+        label = f"--ckpt_path={path}"
+        legacy = checkpoint_normalize(checkpoint, label)
         if legacy is not None:
             config["model"]["normalize"] = legacy
-            rank_zero_info(f"--ckpt_path={path} was written by lightning-cifar 0.1, which left standardising the"
+            rank_zero_info(f"{label} was written by lightning-cifar 0.1, which left standardising the"
                            f" images to the data module (its normalize={str(legacy).lower()}); the model takes that"
                            f" setting over: --model.normalize={str(legacy).lower()}")
-        if checkpoint is not None:
-            self._runtime_overrides = reconcile_model_settings(
-                config["model"], checkpoint.get("hyper_parameters") or {}, explicit_model_keys(args, subcommand),
-                f"--ckpt_path={path}")
+        runtime = reconcile_model_settings(config["model"], checkpoint.get(MODEL_HPARAMS) or {},
+                                           explicit_model_keys(args, subcommand, self.config_files.model_keys(subcommand)), label)
+        self._apply_model_settings(subcommand, checkpoint, runtime)
+        self.checkpoint, self.ckpt_path = checkpoint, str(path)
+        # LightningCLI applies a checkpoint's settings when it finds a ckpt_path after parse_arguments, by
+        # reading the whole file again; they are applied above, so it finds none until before_instantiate_classes.
+        self.config[subcommand]["ckpt_path"] = None
 
-    def _parse_ckpt_path(self) -> None:
-        # LightningCLI replaces every model setting with the checkpoint's; the runtime ones the user
-        # gave (--model.tta=true to evaluate a checkpoint with test-time augmentation) are put back.
-        super()._parse_ckpt_path()
+    def _apply_model_settings(self, subcommand: str, checkpoint: dict[str, Any], runtime: dict[str, Any]) -> None:
+        """The checkpoint's model settings over the command line's, as LightningCLI applies them (jsonargparse's
+        public ``parse_object``), then the runtime settings the user gave (``--model.tta=true`` to evaluate a
+        checkpoint with test-time augmentation)."""
+        hparams = dict(checkpoint.get(MODEL_HPARAMS) or {})
+        hparams.pop("_instantiator", None)
+        if hparams:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        for key, value in runtime.items():
+            self.config[subcommand]["model"][key] = value
+
+    def before_instantiate_classes(self) -> None:
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
         config = self.config[subcommand]
-        for key, value in (getattr(self, "_runtime_overrides", None) or {}).items():
-            config["model"][key] = value
-        # Here, with the model settings final (the checkpoint's applied) and nothing built yet.
-        if config.get("check_memory", True):
+        if self.ckpt_path is not None:
+            config["ckpt_path"] = self.ckpt_path  # for the trainer's own load
+        if subcommand != "fit":
+            # Evaluating a checkpoint in a new run folder: its checkpoint callback has nothing to resume, nor
+            # do the callbacks' saved states matter (a val_split=0 run's checkpoint callback monitors nothing).
+            # Filtered for this command only: make_cli runs it inside expected_warnings_hidden().
+            warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+            warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create")
+        # The model settings are final here (a checkpoint's applied) and nothing is built yet: one shapes-only
+        # build of the network serves both checks.
+        memory = config.get("check_memory", True)
+        if not memory and self.checkpoint is None:
+            return
+        model = plain(config["model"])
+        net = shapes_only_backbone(model)
+        if self.checkpoint is not None:
+            check_weights_fit(self.checkpoint, f"--ckpt_path={self.ckpt_path}", net)
+        if memory:
             training = subcommand == "fit"
-            check_memory(plain(config["model"]), config["data"]["batch_size" if training else "eval_batch_size"],
-                         training, str(config["trainer"].get("accelerator") or "auto"))
+            check_memory(model, config["data"]["batch_size" if training else "eval_batch_size"],
+                         training, str(config["trainer"].get("accelerator") or "auto"), net)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         # Everything through LightningCLI's public override point: our callbacks and the atomic
@@ -296,14 +326,12 @@ def make_cli(args: Optional[Union[Sequence[str], dict[str, Any], Namespace]], ru
     """The CLI with all our defaults. ``args``: command-line words, or (with ``run=False``, as the
     study uses it) a config mapping of ``trainer`` / ``model`` / ``data`` / ``seed_everything``.
     ``exit_on_error=False`` raises jsonargparse's ``ArgumentError`` instead of printing usage and exiting."""
-    parser_kwargs: dict[str, Any] = {"prog": PROG, "description": EXTRA_COMMANDS_HELP, "formatter_class": HelpFormatter}
+    parser_kwargs: dict[str, Any] = {"prog": PROG, "description": EXTRA_COMMANDS_HELP, "formatter_class": HelpFormatter,
+                                     "parser_mode": PARSER_MODE}
     if not exit_on_error:
         parser_kwargs["exit_on_error"] = False
-    with warnings.catch_warnings():
-        # Lightning warns when `args` and sys.argv are both given; `lightning-cifar study ...` gives both on purpose.
-        warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended")
-        # The summary's size estimate in MB assumes fp32 under bf16; the FLOPs it shows are right.
-        warnings.filterwarnings("ignore", message=r"Precision .* is not supported by the model summary")
+    words = sys.argv[1:] if args is None else (list(args) if isinstance(args, (list, tuple)) else [])
+    with expected_warnings_hidden(), reading_config_files(words) as config_files:
         return CifarCLI(
             Classifier,
             CIFAR10DataModule,
@@ -313,4 +341,5 @@ def make_cli(args: Optional[Union[Sequence[str], dict[str, Any], Namespace]], ru
             trainer_defaults=trainer_defaults(),
             save_config_kwargs={"overwrite": True},
             parser_kwargs=parser_kwargs,
+            config_files=config_files,
         )

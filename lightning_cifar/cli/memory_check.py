@@ -17,7 +17,7 @@ from typing import Any, Optional
 import torch
 
 from lightning_cifar.errors import LightningCifarError
-from lightning_cifar.models._registry import create_shapes_only
+from lightning_cifar.checkpoints.compatibility import shapes_only_backbone
 from lightning_cifar.models.measure import IMAGE_SHAPE
 
 
@@ -34,11 +34,12 @@ class Footprint:
         return self.params * 4 + self.largest_per_image * batch_size * 2
 
 
-def footprint(backbone: str, kwargs: dict[str, Any], num_classes: int = 10) -> Optional[Footprint]:
-    """Parameters and activations of the network, measured on the meta device; None where the
-    network cannot be built or run there (a plugin doing something the meta device cannot)."""
+def footprint(net: Optional[torch.nn.Module]) -> Optional[Footprint]:
+    """Parameters and activations of ``net`` (built on the meta device), measured there; None where the
+    network could not be built or cannot run there (a plugin doing something the meta device cannot)."""
+    if net is None:
+        return None
     try:
-        net = create_shapes_only(backbone, num_classes=num_classes, **kwargs)
         sizes: list[int] = []
 
         def count(module: Any, inputs: Any, output: Any) -> None:
@@ -72,10 +73,11 @@ def available_bytes(accelerator: str) -> tuple[int, str]:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "this machine's free memory"
 
 
-def check_memory(model: dict[str, Any], batch_size: int, training: bool, accelerator: str) -> None:
-    """Refuse, in one line with the estimate, a network that cannot fit; ``--check_memory=false`` skips this."""
-    found = footprint(model.get("backbone", "cnn_base"), dict(model.get("backbone_kwargs") or {}),
-                      int(model.get("num_classes") or 10))
+def check_memory(model: dict[str, Any], batch_size: int, training: bool, accelerator: str,
+                 net: Optional[torch.nn.Module] = None) -> None:
+    """Refuse, in one line with the estimate, a network that cannot fit; ``--check_memory=false`` skips this.
+    ``net``: the network of ``model`` on the meta device (built here if not given)."""
+    found = footprint(net if net is not None else shapes_only_backbone(model))
     if found is None:
         return
     need = found.training_bytes(batch_size) if training else found.inference_bytes(batch_size)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Union
 
@@ -304,8 +303,8 @@ class CIFAR10DataModule(pl.LightningDataModule):
         if self.val_set is None and self.train_set is not None:  # val_split=0: every image trains
             if self.trainer is not None and self.trainer.state.fn == "validate":
                 raise DataError("val_split=0 holds out no validation images; `validate` needs --data.val_split > 0")
-            # Lightning skips validation; its warning that the list is empty would only repeat the user's choice.
-            warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
+            # Lightning skips validation (and warns that the list is empty: the CLI and the study hide that
+            # warning, lightning_cifar.cli.program.EXPECTED_WARNINGS, since it only repeats the user's choice).
             return []
         return self._loader(self.val_set, train=False)
 
@@ -324,6 +323,14 @@ class CIFAR10DataModule(pl.LightningDataModule):
         if self.trainer is not None and self.trainer.training:
             x = self.augmentation(x, images, self.trainer.current_epoch)
         return x, labels
+
+    def train_images(self, count: int) -> Tensor:
+        """The first ``count`` training images (never validation ones) as float images in [0, 1], shape
+        (count, 3, 32, 32): what a backbone that sets layers from the data (a whitening layer) is set from
+        (``Classifier.initialise_from_data``). Available once the data module is set up for ``fit``."""
+        if self.train_set is None:
+            raise DataError("train_images(): the data module is not set up for fit; call setup('fit') first")
+        return self.to_float(self.train_set.images[:count])
 
     @staticmethod
     def to_float(images: Tensor) -> Tensor:

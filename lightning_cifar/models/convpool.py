@@ -226,9 +226,13 @@ class ConvPoolNet(nn.Module):
         logits = self.head(self.features(x))
         return logits * self.head_scale if self.head_scale != 1.0 else logits
 
+    def needs_data(self) -> bool:
+        """Whether a whitening layer waits to be set from training images (not once set, also by a checkpoint)."""
+        first = self.features[0] if len(self.features) else None
+        return isinstance(first, PatchWhitening) and not bool(first.initialised)
+
     def initialise_from_data(self, images: Tensor) -> None:
         """Set the whitening layer from training images (standardised, as the network sees them);
         nothing to do without one, or once it is set (also when set by a loaded checkpoint)."""
-        first = self.features[0] if len(self.features) else None
-        if isinstance(first, PatchWhitening) and not bool(first.initialised):
-            first.initialise(images)
+        if self.needs_data():
+            self.features[0].initialise(images)

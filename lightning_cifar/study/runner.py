@@ -30,6 +30,7 @@ from jsonargparse import ArgumentError
 
 from lightning_cifar import registry
 from lightning_cifar.cli.lightning_cli import check_output_dirs, make_cli
+from lightning_cifar.cli.program import expected_warnings_hidden
 from lightning_cifar.data.datamodule import CIFAR10DataModule
 from lightning_cifar.files import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from lightning_cifar.study import machine
@@ -247,10 +248,11 @@ def train_run(run: Run, workdir: Path, data_dir: Optional[str] = None,
     epochs = next(cb for cb in trainer.callbacks if isinstance(cb, EpochMetrics))
     predicted = next(cb for cb in trainer.callbacks if isinstance(cb, TestPredictions))
     check_output_dirs(trainer, model, fitting=True)
-    started = time.perf_counter()
-    trainer.fit(model, datamodule=dm)
-    train_time = time.perf_counter() - started
-    tested = trainer.test(model, datamodule=dm, verbose=False)[0]
+    with expected_warnings_hidden():
+        started = time.perf_counter()
+        trainer.fit(model, datamodule=dm)
+        train_time = time.perf_counter() - started
+        tested = trainer.test(model, datamodule=dm, verbose=False)[0]
     images = trainer.current_epoch * len(dm.train_dataloader()) * dm.batch_size
     labels = dm.test_set.labels.cpu().numpy().astype(np.uint8)
     files = {TEST_LABELS: _npy(labels), f"runs/{run.run_id}/{PREDICTIONS}": _npy(predicted.predictions())}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Callable, Literal, Optional, Union
 
 import pytorch_lightning as pl
@@ -13,9 +14,9 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_cifar.training import rng_state
-from lightning_cifar.checkpoints.reading import DATA_HPARAMS, MODEL_HPARAMS, read_checkpoint
+from lightning_cifar.checkpoints.compatibility import check_weights_fit, checkpoint_normalize
+from lightning_cifar.checkpoints.reading import check_checkpoint
 from lightning_cifar.errors import LightningCifarError
-from lightning_cifar.models._registry import create_shapes_only
 from lightning_cifar.models.measure import IMAGE_SHAPE, count_parameters
 from lightning_cifar.registry import create_backbone
 from lightning_cifar.training.input_norm import Standardize
@@ -60,23 +61,6 @@ def evaluation_logits(net: Callable[[Tensor], Tensor], x: Tensor, tta: Union[boo
     padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
     shifted = (_mirrored(net, padded[..., :h, :w]) + _mirrored(net, padded[..., 2:, 2:])) / 2
     return (_mirrored(net, x) + shifted) / 2
-
-
-def checkpoint_normalize(checkpoint: dict[str, Any], source: str = "the checkpoint") -> Optional[bool]:
-    """For a checkpoint written before the model standardised its own input (lightning-cifar 0.1),
-    whether its data module standardised the images, i.e. the ``normalize`` the model must use;
-    ``None`` for a current checkpoint (its hyperparameters hold ``normalize`` themselves)."""
-    hparams = checkpoint.get(MODEL_HPARAMS) or {}
-    if "normalize" in hparams:
-        return None
-    data = checkpoint.get(DATA_HPARAMS)
-    if not isinstance(data, dict):
-        raise LightningCifarError(
-            f"{source} was written before lightning-cifar 0.2 without its data module's settings, so whether its"
-            " inputs were standardised is unknown; refusing to load it with a possibly wrong normalisation"
-        )
-    # lightning-cifar 0.1 standardised in the data module, by default (normalize=True).
-    return bool(data.get("normalize", True))
 
 
 def keras_init(module: torch.nn.Module) -> None:
@@ -203,10 +187,13 @@ class Classifier(pl.LightningModule):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> "Classifier":
         """Lightning's ``load_from_checkpoint``, refusing first a local checkpoint that holds more than
-        plain data or names classes in its hyperparameters (see ``checkpoint_io.read_checkpoint``)."""
+        plain data or names classes in its hyperparameters (see ``checkpoints.reading.read_checkpoint``)."""
         local = isinstance(checkpoint_path, str) or hasattr(checkpoint_path, "__fspath__")
-        if local and "://" not in str(checkpoint_path):  # remote files are fetched by Lightning itself
-            check_weights_fit(read_checkpoint(str(checkpoint_path)), f"checkpoint {checkpoint_path}")
+        if local:  # a remote file is fetched by Lightning itself (check_checkpoint leaves it alone)
+            path = os.fspath(checkpoint_path)
+            checked = check_checkpoint(path, trusted=False, label=f"checkpoint {path}")
+            if checked is not None:
+                check_weights_fit(checked, f"checkpoint {path}")
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def configure_callbacks(self) -> list[pl.Callback]:
@@ -307,14 +294,27 @@ class Classifier(pl.LightningModule):
     def on_fit_start(self) -> None:
         if self.logger is not None:
             self.logger.log_metrics({"model/params": float(self.num_params)}, step=0)
-        # A backbone that sets layers from the data (a whitening layer) gets training images, as it will see
-        # them. After Lightning restored a checkpoint, so a resumed run keeps the layer it had.
+        # After Lightning restored a checkpoint, so a resumed run keeps the layers it had.
+        self.initialise_from_data(getattr(self.trainer, "datamodule", None))
+
+    def initialise_from_data(self, datamodule: Any) -> None:
+        """Give a backbone that sets layers from the data (a whitening layer) training images, standardised as
+        it will see them. The model-data contract: the data module's ``train_images(count)`` returns float
+        images in [0, 1] of shape (count, 3, 32, 32) (:meth:`CIFAR10DataModule.train_images`). A backbone
+        says it needs them with ``initialise_from_data(images)`` and, once they are set, ``needs_data()`` False."""
         initialise = getattr(self.backbone, "initialise_from_data", None)
-        dm = getattr(self.trainer, "datamodule", None)
-        train_set = getattr(dm, "train_set", None)
-        if callable(initialise) and train_set is not None:
-            with torch.no_grad():
-                initialise(self.input_norm(dm.to_float(train_set.images[:DATA_INIT_IMAGES].to(self.device))))
+        needs_data = getattr(self.backbone, "needs_data", None)
+        if not callable(initialise) or (callable(needs_data) and not needs_data()):
+            return
+        provide = getattr(datamodule, "train_images", None)
+        if not callable(provide):
+            given = f"the data module {type(datamodule).__name__}" if datamodule is not None else "a fit without a data module"
+            raise LightningCifarError(
+                f"backbone {self.hparams.backbone!r} sets a layer from training images before training (a whitening"
+                f" layer), and {given} has no train_images(count) method to give them; use CIFAR10DataModule, or add"
+                " train_images(count) returning float images in [0, 1] of shape (count, 3, 32, 32)")
+        with torch.no_grad():
+            initialise(self.input_norm(provide(DATA_INIT_IMAGES).to(self.device)))
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
@@ -346,30 +346,3 @@ class Classifier(pl.LightningModule):
             )
         schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(hp.scheduler, int(total), hp.warmup))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-
-def check_weights_fit(checkpoint: dict[str, Any], label: str) -> None:
-    """Refuse, in one line, a checkpoint whose weights do not fit the network its hyperparameters describe
-    (an altered file, or one written by another program), before Lightning fails on it with a page of
-    size mismatches. The network is built on the meta device: shapes only, no memory."""
-    hparams = checkpoint.get(MODEL_HPARAMS) or {}
-    weights = {k[len("backbone."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("backbone.")}
-    try:
-        expected = create_shapes_only(hparams.get("backbone", "cnn_base"), hparams.get("num_classes", 10),
-                                               **(hparams.get("backbone_kwargs") or {})).state_dict()
-    except LightningCifarError:
-        return  # an unknown or broken backbone is reported where the model is built, in its own words
-    described = f"{hparams.get('backbone', 'cnn_base')} {hparams.get('backbone_kwargs') or {}}"
-    missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
-    wrong = [k for k in sorted(set(expected) & set(weights)) if tuple(expected[k].shape) != tuple(weights[k].shape)]
-    if wrong:
-        k = wrong[0]
-        shape = lambda t: "x".join(map(str, t.shape)) or "scalar"  # noqa: E731
-        problem = f"backbone.{k} is {shape(weights[k])} in the file, {shape(expected[k])} in {described}"
-    elif missing or extra:
-        which = f"missing backbone.{missing[0]}" if missing else f"unexpected backbone.{extra[0]}"
-        problem = f"{which} for {described}"
-    else:
-        return
-    raise LightningCifarError(f"{label}: its weights do not fit the network its hyperparameters describe ({problem});"
-                              " the file was altered or written by another program")

@@ -5,13 +5,15 @@ each update by a nearly orthogonal matrix (Newton-Schulz iterations), and biases
 and the linear head with SGD. ``torch.optim.Muon`` does the orthogonalisation, but takes 2D
 parameters only: here each filter bank (out, in, kh, kw) is handed to it as an (out, in*kh*kw)
 matrix that shares the filters' storage, so its in-place update changes the filters themselves.
-Lightning's automatic optimisation drives one optimizer, so both live behind this one: its
-``param_groups`` are theirs (one learning-rate schedule scales all of them), and so is its state.
+Lightning's automatic optimisation drives one optimizer, so both live behind this one, an ordinary
+``torch.optim.Optimizer`` to Lightning (nothing here looks inside Lightning): its ``param_groups`` are
+theirs (one learning-rate schedule scales all of them), and so is its state.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import torch
 from torch import Tensor
@@ -53,6 +55,41 @@ def parameter_groups(params: Iterable[Tensor], lr: float, weight_decay: float,
     return groups
 
 
+class _JoinedGroups(Sequence[dict[str, Any]]):
+    """The parameter groups of several optimizers as one list (one schedule scales them all)."""
+
+    def __init__(self, parts: Callable[[], list[torch.optim.Optimizer]]) -> None:
+        self._parts = parts
+
+    def _groups(self) -> list[dict[str, Any]]:
+        return [g for o in self._parts() for g in o.param_groups]
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._groups()[index]
+
+    def __len__(self) -> int:
+        return len(self._groups())
+
+
+class _JoinedState(Mapping[Tensor, Any]):
+    """The per-parameter state of several optimizers as one mapping."""
+
+    def __init__(self, parts: Callable[[], list[torch.optim.Optimizer]]) -> None:
+        self._parts = parts
+
+    def __getitem__(self, param: Tensor) -> Any:
+        for part in self._parts():
+            if param in part.state:
+                return part.state[param]
+        raise KeyError(param)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return (p for part in self._parts() for p in part.state)
+
+    def __len__(self) -> int:
+        return sum(len(part.state) for part in self._parts())
+
+
 class MuonWithSGD(torch.optim.Optimizer):
     """``torch.optim.Muon`` on every 4D parameter (convolution filters), ``torch.optim.SGD`` on the rest."""
 
@@ -74,31 +111,13 @@ class MuonWithSGD(torch.optim.Optimizer):
         self.sgd = (torch.optim.SGD(parameter_groups(others, lr, weight_decay, bias_lr), lr=lr, momentum=momentum,
                                     nesterov=nesterov and momentum > 0, weight_decay=weight_decay)
                     if others else None)
+        # Plain attributes (Lightning's LightningOptimizer hands attribute reads on to the optimizer it wraps),
+        # read from the two optimizers each time: loading a state dict replaces their groups and state.
+        self.param_groups = _JoinedGroups(self._parts)  # type: ignore[assignment]
+        self.state = _JoinedState(self._parts)  # type: ignore[assignment]
 
     def _parts(self) -> list[torch.optim.Optimizer]:
-        wrapped = self.__dict__.get("_optimizer")  # Lightning's LightningOptimizer subclasses us around the real one
-        if isinstance(wrapped, MuonWithSGD):
-            return wrapped._parts()
-        return [o for o in (self.__dict__.get("muon"), self.__dict__.get("sgd")) if o is not None]
-
-    # Read from the two optimizers each time: loading a state dict replaces their groups and state.
-    @property  # type: ignore[override]
-    def param_groups(self) -> list[dict[str, Any]]:
-        parts = self._parts()
-        return [g for o in parts for g in o.param_groups] if parts else self.__dict__.setdefault("_groups", [])
-
-    @param_groups.setter
-    def param_groups(self, value: list[dict[str, Any]]) -> None:
-        self.__dict__["_groups"] = value  # only Optimizer.__init__ sets it, before the two exist
-
-    @property  # type: ignore[override]
-    def state(self) -> dict[Tensor, Any]:
-        parts = self._parts()
-        return {p: s for o in parts for p, s in o.state.items()} if parts else self.__dict__.setdefault("_state", {})
-
-    @state.setter
-    def state(self, value: Any) -> None:
-        self.__dict__["_state"] = value
+        return [o for o in (self.muon, self.sgd) if o is not None]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in [*self._filters, *self._matrices, *(p for g in self.param_groups for p in g["params"])]:
