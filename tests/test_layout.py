@@ -1,6 +1,6 @@
 """The house's rules, read from the source: folders by role, no import cycles, imports at the top."""
 
-from helpers.import_graph import ROOT, cycles, modules, own_imports
+from tests.helpers.import_graph import ROOT, cycles, modules, own_imports
 
 # The package root holds the entry points and what every floor shares; everything else lives in a folder.
 ROOT_MODULES = {"__init__", "__main__", "errors", "files", "registry", "timing"}

@@ -50,19 +50,6 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> Estimate:
     return Estimate(mean(values), t_quantile(n - 1, level) * stdev(values) / math.sqrt(n), n)
 
 
-def difference_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> Estimate:
-    """mean(a) - mean(b) with a Welch t-interval (unequal variances)."""
-    diff = mean(a) - mean(b)
-    if len(a) < 2 or len(b) < 2:
-        return Estimate(diff, None, min(len(a), len(b)))
-    va, vb = stdev(a) ** 2 / len(a), stdev(b) ** 2 / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return Estimate(diff, 0.0, min(len(a), len(b)))
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return Estimate(diff, t_quantile(df, level) * se, min(len(a), len(b)))
-
-
 def slope_ci(x: Sequence[float], y: Sequence[float], level: float = 0.95) -> Estimate:
     """Least-squares slope of y on x with its t-interval (n - 2 degrees of freedom)."""
     n = len(x)

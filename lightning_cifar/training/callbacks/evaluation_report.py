@@ -27,12 +27,6 @@ class CalibrationBins:
     confidence: Tensor  # mean top-1 probability per bin (0 where empty)
     accuracy: Tensor  # fraction correct per bin (0 where empty)
 
-    @property
-    def ece(self) -> float:
-        """Expected calibration error: the count-weighted mean |accuracy - confidence|."""
-        weights = self.counts / self.counts.sum().clamp(min=1)
-        return float((weights * (self.accuracy - self.confidence).abs()).sum())
-
 
 def calibration_bins(probs: Tensor, targets: Tensor, n_bins: int = 15) -> CalibrationBins:
     """Top-1 confidence in ``n_bins`` equal-width bins over (0, 1], as torchmetrics bins it."""

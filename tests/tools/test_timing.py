@@ -5,7 +5,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from conftest import trainer
+from tests.helpers.runs import trainer
 from lightning_cifar import Classifier
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.tools.timing import EpochTestAccuracy, Throughput
@@ -80,7 +80,7 @@ def test_tta_takes_the_old_booleans_and_the_named_choices(value, mode):
 
 
 def test_an_unknown_tta_is_one_line(tmp_path, cli):
-    from conftest import one_line_error
+    from tests.helpers.runs import one_line_error
 
     result = cli(["fit", "--model.tta=shift", "--data.download=false", f"--data.data_dir={tmp_path}"], tmp_path,
                  check=False)

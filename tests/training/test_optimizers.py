@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import SMALL_NET, TINY_DATA_ARGS
+from tests.helpers.runs import SMALL_NET, TINY_DATA_ARGS
 from lightning_cifar.training.optimizers import MuonWithSGD, _matrix_view
 
 
@@ -68,7 +68,7 @@ def test_one_schedule_scales_both_learning_rates_also_after_a_reload():
 
 
 def test_a_network_without_filters_is_refused_in_one_line(tmp_path, tiny_cifar, cli):
-    from conftest import one_line_error
+    from tests.helpers.runs import one_line_error
 
     args = ["fit", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--model.backbone=mlp_seed",
             "--model.optimizer=muon", "--trainer.max_epochs=1"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, SMALL_NET, TINY_DATA_ARGS, one_line_error, run_cli, scalars, tiny_test_set
+from tests.helpers.runs import PROBES_ENV, REPO, SMALL_NET, TINY_DATA_ARGS, one_line_error, run_cli, scalars, tiny_test_set
 from lightning_cifar import Classifier
 from lightning_cifar.data.datamodule import CIFAR10DataModule
 
@@ -71,8 +71,8 @@ def best_not_newest(tmp_path_factory, tiny_cifar):
     cwd = tmp_path_factory.mktemp("best_run")
     data = [f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, *SMALL_NET]
     run_cli(["fit", *data, "--trainer.max_epochs=3", "--seed_everything=2", "--checkpoint.save_top_k=3",
-             "--trainer.precision=32-true", "--trainer.callbacks+=reliability_probes.ZeroHeadBeforeValidation",
-             "--trainer.callbacks.epoch=2"], cwd, env={"PYTHONPATH": str(REPO / "tests")})
+             "--trainer.precision=32-true", "--trainer.callbacks+=tests.helpers.probes.ZeroHeadBeforeValidation",
+             "--trainer.callbacks.epoch=2"], cwd, env=PROBES_ENV)
     folder = cwd / "lightning_logs" / "version_0" / "checkpoints"
     scored = {p: float(p.stem.split("val_acc")[1]) for p in folder.glob("epoch*.ckpt")}
     assert len(scored) == 3

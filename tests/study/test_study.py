@@ -13,7 +13,8 @@ import pytest
 import yaml
 from scipy import stats as scipy_stats
 
-from conftest import SUBPROCESS_TIMEOUT, one_line_error, scalars, script
+from tests.helpers.runs import SUBPROCESS_TIMEOUT, one_line_error, scalars, script
+from tests.helpers.studies import BASE, tiny_study, write_study
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.study.config import StudyConfigError, load_study, parse_study
 from lightning_cifar.study.plan import BASELINE_AXIS, Tuning, choose, expand, parse_shard, shard
@@ -25,33 +26,6 @@ from lightning_cifar.study.stats import (
     slope_ci,
     sampling_half_width,
 )
-
-BASE = {"backbone": "convpool", "kwargs": {"widths": [4, 8], "kernels": [5, 3]}}
-
-
-def tiny_study(data_dir, **overrides):
-    study = {
-        "name": "tiny",
-        "base": BASE,
-        "recipe": {
-            "trainer": {"max_epochs": 1, "precision": "32-true", "num_sanity_val_steps": 0},
-            "model": {"lr": 0.05},
-            "data": {"data_dir": str(data_dir), "verify": False, "download": False, "val_split": 40,
-                     "batch_size": 32, "eval_batch_size": 50},
-        },
-        "axes": [{"name": "width", "kind": "width", "param": "width_mult", "scale": "log2", "values": [0.5, 1]},
-                 {"name": "depth", "kind": "depth", "param": "blocks", "values": [1, 2]}],
-        "baselines": [{"label": "mlp_tiny", "backbone": "mlp_net", "kwargs": {"hidden": [4]}}],
-        "seeds": [0, 1],
-    }
-    study.update(overrides)
-    return study
-
-
-def write_study(path, study):
-    path.write_text(yaml.safe_dump(study))
-    return path
-
 
 def fake_arch(backbone, kwargs):
     return json.dumps([backbone, kwargs], sort_keys=True)
@@ -261,7 +235,7 @@ def results_by_run(out):
 @pytest.fixture(scope="module")
 def full_study(tmp_path_factory, tiny_cifar):
     """A tiny study with every part: tuning, two axes, a baseline with its own recipe, budget, anchor."""
-    from conftest import fit_in_process
+    from tests.helpers.runs import fit_in_process
 
     folder = tmp_path_factory.mktemp("study")
     anchor = folder / "anchor.yaml"

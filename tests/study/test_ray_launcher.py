@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SUBPROCESS_TIMEOUT, one_line_error
-from test_study import tiny_study, write_study
+from tests.helpers.runs import SUBPROCESS_TIMEOUT, one_line_error
+from tests.helpers.studies import tiny_study, write_study
 
 ray = pytest.importorskip("ray", reason="the Ray launcher's tests need the ray extra")
 

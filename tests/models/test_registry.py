@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from cifar_files import make_distribution
+from tests.helpers.cifar_files import make_distribution
 from lightning_cifar import registry
 from lightning_cifar.models import _registry
 from lightning_cifar.cli import main

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from conftest import REAL_CIFAR, REPO, run_cli, scalars
+from tests.helpers.runs import REAL_CIFAR, REPO, run_cli, scalars
 
 pytestmark = [
     pytest.mark.slow,

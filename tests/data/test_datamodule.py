@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_files import CLASSES, TRAIN_FILES, read_batch, write_tiny_cifar
+from tests.helpers.cifar_files import CLASSES, TRAIN_FILES, read_batch, write_tiny_cifar
 from lightning_cifar import CIFAR10DataModule
 from lightning_cifar.errors import DataError
 

@@ -10,14 +10,14 @@ import time
 import pytest
 import torch
 
-from cifar_files import write_tiny_cifar
-from conftest import SUBPROCESS_TIMEOUT, TINY_DATA_ARGS, one_line_error, run_cli, scalars, script
+from tests.helpers.cifar_files import write_tiny_cifar
+from tests.helpers.runs import PROBES_ENV, SUBPROCESS_TIMEOUT, TINY_DATA_ARGS, one_line_error, run_cli, scalars, script
 from lightning_cifar.checkpoints.writing import AtomicCheckpointIO
 from lightning_cifar.cli import main
 from lightning_cifar.errors import TrainingDivergedError, UnknownBackboneError
 from lightning_cifar.training.callbacks.loss_guard import NonFiniteLossGuard
 
-PROBES = {"PYTHONPATH": os.path.dirname(__file__)}
+PROBES = PROBES_ENV
 EPOCHS = 4
 
 
@@ -57,7 +57,7 @@ def test_same_seed_on_cpu_gives_identical_metrics_and_weights(tmp_path, resume_d
 
 def test_a_run_killed_mid_epoch_resumes_from_last_to_the_same_result(tmp_path, resume_data, uninterrupted):
     marker = tmp_path / "hanging"
-    hang = ["--trainer.callbacks+=reliability_probes.HangAt", "--trainer.callbacks.epoch=2",
+    hang = ["--trainer.callbacks+=tests.helpers.probes.HangAt", "--trainer.callbacks.epoch=2",
             "--trainer.callbacks.batch=20", f"--trainer.callbacks.marker={marker}"]
     proc = subprocess.Popen([script("lightning-cifar"), *fit_args(resume_data, *hang)], cwd=tmp_path,
                             env={**os.environ, **PROBES}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -85,7 +85,7 @@ def test_a_run_killed_mid_epoch_resumes_from_last_to_the_same_result(tmp_path, r
 
 
 def test_a_diverging_run_stops_naming_epoch_step_and_learning_rate(tmp_path, resume_data, cli):
-    poison = ["--trainer.callbacks+=reliability_probes.PoisonWeightsAt", "--trainer.callbacks.epoch=1"]
+    poison = ["--trainer.callbacks+=tests.helpers.probes.PoisonWeightsAt", "--trainer.callbacks.epoch=1"]
     result = cli(fit_args(resume_data, *poison), tmp_path, check=False)
     line = one_line_error(result, exit_code=1)
     assert "training loss became nan at global step 50 (epoch 1)" in line and "--model.lr=0.05" in line

@@ -98,7 +98,7 @@ def test_busy_seconds_are_read_from_the_named_cores_of_proc_stat(tmp_path):
 def test_the_cli_adds_it_to_every_fit_and_takes_its_options(tmp_path, cli):
     result = cli(["fit", "--print_config", "--threads.interval_s=5"], tmp_path)
     assert "threads:\n  enabled: true\n  interval_s: 5.0" in result.stdout
-    from conftest import one_line_error
+    from tests.helpers.runs import one_line_error
 
     error = one_line_error(cli(["fit", "--threads.interval_s=0", "--trainer.max_epochs=1", "--data.data_dir=none"],
                                tmp_path, check=False))

@@ -61,7 +61,7 @@ def test_our_callbacks_and_checkpoint_writer_reach_the_trainer(tmp_path, tiny_ci
 def test_an_epochs_validation_ends_before_its_on_train_epoch_end(tmp_path, tiny_dm):
     """study.runner.EpochMetrics scores the training subset in on_train_epoch_end, meaning to score the
     weights the epoch's validation just scored (Lightning validates inside the epoch loop)."""
-    from conftest import trainer
+    from tests.helpers.runs import trainer
     from lightning_cifar import Classifier
 
     order = []

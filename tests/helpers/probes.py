@@ -1,5 +1,7 @@
-"""Callbacks the reliability tests inject into real CLI runs through --trainer.callbacks."""
+"""Callbacks the tests inject into real CLI runs through --trainer.callbacks (class paths
+``tests.helpers.probes.NAME``, with the repository on PYTHONPATH: :data:`tests.helpers.runs.PROBES_ENV`)."""
 
+import json
 import time
 from pathlib import Path
 
@@ -47,3 +49,19 @@ class ZeroHeadBeforeValidation(pl.Callback):
                 head.weight.zero_()
                 head.bias.zero_()
 
+
+class ShardRecorder(pl.Callback):
+    """For the DDP test: each rank records which training images it was handed."""
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        sampler = trainer.train_dataloader.sampler
+        record = {
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "sampler": type(sampler).__name__,
+            "indices": [int(i) for i in sampler],
+        }
+        Path(self.output, f"rank{trainer.global_rank}.json").write_text(json.dumps(record))

@@ -4,7 +4,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from conftest import tiny_test_set, trainer
+from tests.helpers.runs import tiny_test_set, trainer
 from lightning_cifar import Classifier
 from lightning_cifar.training.callbacks.checkpointing import LatestCheckpoint
 from lightning_cifar.errors import LightningCifarError
@@ -190,7 +190,7 @@ def test_last_checkpoint_is_written_at_epoch_end_when_there_is_no_validation(tmp
 def test_the_cli_takes_a_version_0_1_checkpoints_normalisation_over(legacy_checkpoint, tiny_cifar, tmp_path, cli):
     import yaml
 
-    from conftest import TINY_DATA_ARGS, scalars
+    from tests.helpers.runs import TINY_DATA_ARGS, scalars
 
     path, reference = legacy_checkpoint(False)
     result = cli(["test", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--trainer.precision=32-true",

@@ -5,16 +5,15 @@ import csv
 import os
 import pickle
 import resource
-import shutil
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from cifar_files import CLASSES, write_tiny_cifar
-from conftest import SMALL_NET, TINY_DATA_ARGS, fit_in_process, one_line_error
-from image_files import write_png16, write_png_claiming
+from tests.helpers.cifar_files import CLASSES, write_tiny_cifar
+from tests.helpers.runs import SMALL_NET, TINY_DATA_ARGS, fit_in_process, one_line_error
+from tests.helpers.image_files import write_png16, write_png_claiming
 from lightning_cifar.data.image_folder import load_image_folder
 
 
@@ -268,7 +267,7 @@ SHAPE_FROM_BATCH_SIZE = plugin_net("logits[:2]")
 
 @pytest.fixture
 def plugins(tmp_path, monkeypatch):
-    from cifar_files import make_distribution
+    from tests.helpers.cifar_files import make_distribution
     from lightning_cifar import registry
 
     site = tmp_path / "site"
@@ -349,7 +348,7 @@ def test_two_fits_started_at_once_keep_separate_run_folders(tmp_path, tiny_cifar
     import sys
     import time
 
-    from conftest import SUBPROCESS_TIMEOUT
+    from tests.helpers.runs import SUBPROCESS_TIMEOUT
 
     # Both processes sleep until the same moment, then fit: the listing Lightning did put both in version_0.
     at = time.time() + 8

@@ -9,8 +9,8 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from cifar_files import CLASSES
-from conftest import SMALL_NET, TINY_DATA_ARGS, fit_in_process, one_line_error, run_cli, scalars, tiny_test_set
+from tests.helpers.cifar_files import CLASSES
+from tests.helpers.runs import SMALL_NET, TINY_DATA_ARGS, fit_in_process, one_line_error, run_cli, scalars, tiny_test_set
 from lightning_cifar import CIFAR10DataModule, Classifier, registry
 from lightning_cifar.training.callbacks.evaluation_report import ScoredImages, calibration_bins
 from lightning_cifar.cli.export import load_for_export
@@ -76,13 +76,18 @@ def test_test_logs_the_report_to_tensorboard(tested, tiny_cifar):
     assert logged["test/acc_class/cat"][-1] == pytest.approx(cat_acc, abs=1e-6)
 
 
-def test_our_calibration_bins_give_torchmetrics_ece():
+def test_the_reliability_diagrams_bins_are_torchmetrics_bins():
+    """The diagram draws our bins and its title gives torchmetrics' ECE: the count-weighted gap of our bins
+    must be that ECE, or the picture and its number disagree."""
     generator = torch.Generator().manual_seed(0)
     probs = (torch.randn(500, 10, generator=generator) * 3).softmax(1)
     targets = torch.randint(0, 10, (500,), generator=generator)
     for n_bins in (5, 15):
         expected = float(multiclass_calibration_error(probs, targets, num_classes=10, n_bins=n_bins, norm="l1"))
-        assert calibration_bins(probs, targets, n_bins).ece == pytest.approx(expected, abs=1e-6)
+        bins = calibration_bins(probs, targets, n_bins)
+        assert int(bins.counts.sum()) == 500
+        gap = float((bins.counts / 500 * (bins.accuracy - bins.confidence).abs()).sum())
+        assert gap == pytest.approx(expected, abs=1e-6)
 
 
 def test_confident_mistakes_are_wrong_and_most_confident_first():

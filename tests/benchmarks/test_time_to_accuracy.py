@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, SMALL_NET, SUBPROCESS_TIMEOUT, TINY_DATA_ARGS
+from tests.helpers.runs import REPO, SMALL_NET, SUBPROCESS_TIMEOUT, TINY_DATA_ARGS
 
 SCRIPT = REPO / "benchmarks" / "time_to_accuracy.py"
 TINY = [*TINY_DATA_ARGS, *SMALL_NET, "--data.val_split=0", "--trainer.max_epochs=1", "--trainer.precision=32-true"]

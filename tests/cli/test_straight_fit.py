@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TINY_DATA_ARGS, fit_in_process
+from tests.helpers.runs import TINY_DATA_ARGS, fit_in_process
 from lightning_cifar import registry
 
 BACKBONE = "counted_net"

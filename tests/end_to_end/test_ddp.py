@@ -1,23 +1,22 @@
 """Data-parallel training through Lightning's own DDP strategy, two CPU processes (gloo)."""
 
 import json
-import os
 
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
-from conftest import TINY_DATA_ARGS, run_cli, scalars
+from tests.helpers.runs import PROBES_ENV, TINY_DATA_ARGS, run_cli, scalars
 from lightning_cifar import CIFAR10DataModule, Classifier
 
 
 def test_ddp_on_two_cpu_processes_shards_data_syncs_metrics_and_checkpoints(tmp_path, tiny_cifar):
     shards = tmp_path / "shards"
     shards.mkdir()
-    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path.parent), os.path.dirname(__file__)])}
+    env = PROBES_ENV
     run_cli(["fit", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--trainer.max_epochs=1",
              "--trainer.strategy=ddp", "--trainer.accelerator=cpu", "--trainer.devices=2",
              "--trainer.precision=32-true", "--seed_everything=3",
-             "--trainer.callbacks+=ddp_probe.ShardRecorder", f"--trainer.callbacks.output={shards}"],
+             "--trainer.callbacks+=tests.helpers.probes.ShardRecorder", f"--trainer.callbacks.output={shards}"],
             tmp_path, env=env)
 
     ranks = [json.loads((shards / f"rank{r}.json").read_text()) for r in (0, 1)]

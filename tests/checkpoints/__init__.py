@@ -1,0 +1,1 @@
+"""Checkpoint files: what is refused, and how (lightning_cifar/checkpoints)."""

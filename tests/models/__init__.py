@@ -1,0 +1,1 @@
+"""The backbones and the registry (lightning_cifar/models, lightning_cifar/registry.py)."""

@@ -1,0 +1,1 @@
+"""The study: plan, runs, launchers, report (lightning_cifar/study)."""

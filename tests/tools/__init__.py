@@ -1,0 +1,1 @@
+"""The optional tools (lightning_cifar/tools)."""

@@ -1,0 +1,1 @@
+"""The LightningModule, its optimizers, schedules and callbacks (lightning_cifar/training)."""
