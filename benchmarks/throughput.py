@@ -45,8 +45,8 @@ def tutorial_worker(args: argparse.Namespace) -> None:
     from torchvision import datasets, transforms
 
     from lightning_cifar import Classifier
-    from lightning_cifar.training.input_norm import CIFAR10_MEAN, CIFAR10_STD
     from lightning_cifar.tools.timing import Throughput
+    from lightning_cifar.training.input_norm import CIFAR10_MEAN, CIFAR10_STD
 
     transform = transforms.Compose([
         transforms.RandomCrop(32, padding=4),

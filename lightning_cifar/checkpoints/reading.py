@@ -11,7 +11,6 @@ from pytorch_lightning import LightningDataModule, LightningModule
 
 from lightning_cifar.errors import LightningCifarError
 
-
 # Keys by which jsonargparse would import and build a class from a value.
 CLASS_KEYS = ("class_path", "_class_path")
 # Where Lightning keeps the model's and the data module's hyperparameters in a checkpoint.

@@ -25,19 +25,9 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins.io import CheckpointIO
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
-from lightning_cifar.training.callbacks.checkpointing import LatestCheckpoint
-from lightning_cifar.training.callbacks.predictions import PredictionsCSV
 from lightning_cifar.checkpoints.compatibility import check_weights_fit, checkpoint_normalize, shapes_only_backbone
-from lightning_cifar.checkpoints.reading import MODEL_HPARAMS, check_checkpoint
-from lightning_cifar.checkpoints.writing import AtomicCheckpointIO
 from lightning_cifar.checkpoints.model_settings import explicit_model_keys, plain, reconcile_model_settings
-from lightning_cifar.cli.config_files import PARSER_MODE, ConfigFiles, reading_config_files
-from lightning_cifar.cli.program import DEBUG_ENV, PROG, expected_warnings_hidden
-from lightning_cifar.data.datamodule import CIFAR10DataModule
-from lightning_cifar.errors import LightningCifarError
-from lightning_cifar.training.callbacks.evaluation_report import ClassificationReport
-from lightning_cifar.cli.memory_check import check_memory
-from lightning_cifar.training.classifier import Classifier
+from lightning_cifar.checkpoints.reading import MODEL_HPARAMS, check_checkpoint
 from lightning_cifar.checkpoints.run_folders import (
     CHECKPOINT_FILENAME,
     LOG_DIR_NAME,
@@ -46,7 +36,17 @@ from lightning_cifar.checkpoints.run_folders import (
     claim_version,
     find_checkpoint,
 )
+from lightning_cifar.checkpoints.writing import AtomicCheckpointIO
+from lightning_cifar.cli.config_files import PARSER_MODE, ConfigFiles, reading_config_files
+from lightning_cifar.cli.memory_check import check_memory
+from lightning_cifar.cli.program import DEBUG_ENV, PROG, expected_warnings_hidden
+from lightning_cifar.data.datamodule import CIFAR10DataModule
+from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.tools.threads import ThreadsForLoad
+from lightning_cifar.training.callbacks.checkpointing import LatestCheckpoint
+from lightning_cifar.training.callbacks.evaluation_report import ClassificationReport
+from lightning_cifar.training.callbacks.predictions import PredictionsCSV
+from lightning_cifar.training.classifier import Classifier
 
 # Checkpoint aliases Lightning itself understands; left to it.
 LIGHTNING_ALIASES = ("hpc", "registry")

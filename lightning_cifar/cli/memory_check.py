@@ -16,8 +16,8 @@ from typing import Any, Optional
 
 import torch
 
-from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.checkpoints.compatibility import shapes_only_backbone
+from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.models.measure import IMAGE_SHAPE
 
 

@@ -10,8 +10,8 @@ import yaml
 from torch import nn
 
 from lightning_cifar import registry
-from lightning_cifar.files import read_yaml
 from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.files import read_yaml
 from lightning_cifar.models.measure import count_parameters, forward_flops, layer_table
 
 

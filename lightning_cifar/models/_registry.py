@@ -22,8 +22,6 @@ import torch
 from torch import nn
 
 from lightning_cifar import __version__
-
-from lightning_cifar.models.measure import IMAGE_SHAPE
 from lightning_cifar.errors import (
     BackboneConfigError,
     BackboneLoadError,
@@ -31,6 +29,7 @@ from lightning_cifar.errors import (
     LightningCifarError,
     UnknownBackboneError,
 )
+from lightning_cifar.models.measure import IMAGE_SHAPE
 
 GROUP = "lightning_cifar.backbones"
 # Importing this module registers the built-in backbones (imported on the first lookup: it is not imported

@@ -15,9 +15,9 @@ from typing import Literal, Union
 import torch
 from torch import Tensor, nn
 
+from lightning_cifar.errors import BackboneConfigError
 from lightning_cifar.models.layers import activation_layer
 from lightning_cifar.models.whitening import PatchWhitening
-from lightning_cifar.errors import BackboneConfigError
 
 Width = Union[int, Sequence[int]]
 

@@ -14,6 +14,21 @@ from torch.utils.flop_counter import FlopCounterMode
 IMAGE_SHAPE = (3, 32, 32)
 
 
+def _one_image(net: nn.Module, watched: list[nn.Module], hook: Any) -> None:
+    """One zero image through ``net`` in eval mode with ``hook`` on the ``watched`` modules' outputs; the
+    hooks removed and the module's train/eval mode restored afterwards."""
+    handles = [m.register_forward_hook(hook) for m in watched]
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, *IMAGE_SHAPE))
+    finally:
+        for handle in handles:
+            handle.remove()
+        net.train(was_training)
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -51,16 +66,7 @@ def layer_table(net: nn.Module) -> list[Layer]:
         layers.append(Layer(names[module], type(module).__name__, "x".join(map(str, kernel)) if kernel else "",
                             shape, params))
 
-    hooks = [m.register_forward_hook(record) for m in net.modules() if not list(m.children())]
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            net(torch.zeros(1, *IMAGE_SHAPE))
-    finally:
-        for hook in hooks:
-            hook.remove()
-        net.train(was_training)
+    _one_image(net, [m for m in net.modules() if not list(m.children())], record)
     return layers
 
 
@@ -84,16 +90,7 @@ def spatial_profile(net: nn.Module) -> SpatialProfile:
             spatial.append((module, int(output.shape[-1])))
 
     kinds = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
-    hooks = [m.register_forward_hook(record) for m in net.modules() if isinstance(m, kinds)]
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            net(torch.zeros(1, *IMAGE_SHAPE))
-    finally:
-        for hook in hooks:
-            hook.remove()
-        net.train(was_training)
+    _one_image(net, [m for m in net.modules() if isinstance(m, kinds)], record)
     if not spatial:
         return SpatialProfile(None, None, [])
     field_size, jump, kernels = 1, 1, []

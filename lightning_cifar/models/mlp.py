@@ -7,8 +7,8 @@ from typing import Literal, Optional
 
 from torch import Tensor, nn
 
-from lightning_cifar.models.layers import activation_layer
 from lightning_cifar.errors import BackboneConfigError
+from lightning_cifar.models.layers import activation_layer
 
 
 class MLP(nn.Module):

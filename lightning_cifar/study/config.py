@@ -21,9 +21,9 @@ from typing import Any, Optional
 from pytorch_lightning import Trainer
 
 from lightning_cifar.data.datamodule import CIFAR10DataModule
+from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.files import read_yaml
 from lightning_cifar.training.classifier import Classifier
-from lightning_cifar.errors import LightningCifarError
 
 SECTIONS = {"name", "notes", "base", "recipe", "axes", "baselines", "seeds", "tune", "budget", "anchors"}
 RECIPE_SECTIONS = ("trainer", "model", "data")

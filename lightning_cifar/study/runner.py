@@ -33,10 +33,10 @@ from lightning_cifar.cli.lightning_cli import check_output_dirs, make_cli
 from lightning_cifar.cli.program import expected_warnings_hidden
 from lightning_cifar.data.datamodule import CIFAR10DataModule
 from lightning_cifar.files import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from lightning_cifar.models.measure import count_parameters, forward_flops, spatial_profile
 from lightning_cifar.study import machine
 from lightning_cifar.study.config import StudyConfigError
 from lightning_cifar.study.plan import Run
-from lightning_cifar.models.measure import count_parameters, forward_flops, spatial_profile
 
 RESULT_VERSION = 2
 RESULT_COLUMNS = [

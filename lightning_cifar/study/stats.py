@@ -10,7 +10,6 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import stats as _scipy_stats
 
-
 # Resamples of the paired bootstrap; the smallest p-value it can show is one over this.
 BOOTSTRAP_RESAMPLES = 2000
 

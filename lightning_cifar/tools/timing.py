@@ -21,7 +21,6 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_cifar.errors import LightningCifarError
 
-
 __all__ = ["EpochTestAccuracy", "Throughput"]
 
 

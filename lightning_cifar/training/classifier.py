@@ -9,18 +9,18 @@ from typing import Any, Callable, Literal, Optional, Union
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 from pytorch_lightning.utilities import rank_zero_warn
+from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_cifar.training import rng_state
 from lightning_cifar.checkpoints.compatibility import check_weights_fit, checkpoint_normalize
 from lightning_cifar.checkpoints.reading import check_checkpoint
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.models.measure import IMAGE_SHAPE, count_parameters
 from lightning_cifar.registry import create_backbone
-from lightning_cifar.training.input_norm import Standardize
+from lightning_cifar.training import rng_state
 from lightning_cifar.training.callbacks.loss_guard import NonFiniteLossGuard
+from lightning_cifar.training.input_norm import Standardize
 from lightning_cifar.training.optimizers import MuonWithSGD, parameter_groups
 from lightning_cifar.training.schedules import lr_multiplier
 

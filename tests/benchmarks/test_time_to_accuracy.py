@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from tests.helpers.runs import REPO, SMALL_NET, SUBPROCESS_TIMEOUT, TINY_DATA_ARGS
 
 SCRIPT = REPO / "benchmarks" / "time_to_accuracy.py"

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torchvision.datasets import CIFAR10
 
-from tests.helpers.runs import TINY_DATA_ARGS, one_line_error, trainer
 from lightning_cifar import CIFAR10DataModule, Classifier
 from lightning_cifar.data.datamodule import UnverifiedCIFAR10
 from lightning_cifar.errors import DataError, LightningCifarError
+from tests.helpers.runs import TINY_DATA_ARGS, one_line_error, trainer
 
 
 class TorchvisionUnverified(CIFAR10):

@@ -9,9 +9,18 @@ import pytest
 import torch
 import yaml
 
-from tests.helpers.runs import PROBES_ENV, REPO, SMALL_NET, TINY_DATA_ARGS, one_line_error, run_cli, scalars, tiny_test_set
 from lightning_cifar import Classifier
 from lightning_cifar.data.datamodule import CIFAR10DataModule
+from tests.helpers.runs import (
+    PROBES_ENV,
+    REPO,
+    SMALL_NET,
+    TINY_DATA_ARGS,
+    one_line_error,
+    run_cli,
+    scalars,
+    tiny_test_set,
+)
 
 
 def accuracy_of(ckpt, images, labels) -> float:

@@ -15,7 +15,6 @@ from pytorch_lightning.cli import LightningCLI
 from torchvision.datasets import CIFAR10
 
 
-
 def test_lightning_cli_runs_our_hooks_around_its_own_checkpoint_step(tmp_path, tiny_cifar, monkeypatch):
     """CifarCLI.parse_arguments applies a --ckpt_path file's model settings itself and hides the path from
     LightningCLI, whose own step would read the whole file again; before_instantiate_classes hands it back
@@ -41,11 +40,11 @@ def test_lightning_cli_runs_our_hooks_around_its_own_checkpoint_step(tmp_path, t
 def test_our_callbacks_and_checkpoint_writer_reach_the_trainer(tmp_path, tiny_cifar, monkeypatch, trainer_args):
     """CifarCLI.instantiate_trainer hands them to LightningCLI's public instantiate_trainer(**kwargs),
     using its public config_init and subcommand attributes."""
-    from lightning_cifar.training.callbacks.checkpointing import LatestCheckpoint
-    from lightning_cifar.training.callbacks.predictions import PredictionsCSV
     from lightning_cifar.checkpoints.writing import AtomicCheckpointIO
-    from lightning_cifar.training.callbacks.evaluation_report import ClassificationReport
     from lightning_cifar.cli.lightning_cli import make_cli
+    from lightning_cifar.training.callbacks.checkpointing import LatestCheckpoint
+    from lightning_cifar.training.callbacks.evaluation_report import ClassificationReport
+    from lightning_cifar.training.callbacks.predictions import PredictionsCSV
 
     monkeypatch.chdir(tmp_path)
     cli = make_cli({"data": {"data_dir": str(tiny_cifar), "verify": False},
@@ -61,8 +60,8 @@ def test_our_callbacks_and_checkpoint_writer_reach_the_trainer(tmp_path, tiny_ci
 def test_an_epochs_validation_ends_before_its_on_train_epoch_end(tmp_path, tiny_dm):
     """study.runner.EpochMetrics scores the training subset in on_train_epoch_end, meaning to score the
     weights the epoch's validation just scored (Lightning validates inside the epoch loop)."""
-    from tests.helpers.runs import trainer
     from lightning_cifar import Classifier
+    from tests.helpers.runs import trainer
 
     order = []
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers.runs import TINY_DATA_ARGS, fit_in_process
 from lightning_cifar import registry
+from tests.helpers.runs import TINY_DATA_ARGS, fit_in_process
 
 BACKBONE = "counted_net"
 builds: list[str] = []  # "meta" or "real", one per build of BACKBONE

@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers.cifar_files import CLASSES, write_tiny_cifar
-from tests.helpers.runs import SMALL_NET, TINY_DATA_ARGS, fit_in_process, one_line_error
-from tests.helpers.image_files import write_png16, write_png_claiming
 from lightning_cifar.data.image_folder import load_image_folder
+from tests.helpers.cifar_files import CLASSES, write_tiny_cifar
+from tests.helpers.image_files import write_png16, write_png_claiming
+from tests.helpers.runs import SMALL_NET, TINY_DATA_ARGS, fit_in_process, one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -267,8 +267,8 @@ SHAPE_FROM_BATCH_SIZE = plugin_net("logits[:2]")
 
 @pytest.fixture
 def plugins(tmp_path, monkeypatch):
-    from tests.helpers.cifar_files import make_distribution
     from lightning_cifar import registry
+    from tests.helpers.cifar_files import make_distribution
 
     site = tmp_path / "site"
     monkeypatch.syspath_prepend(str(site))

@@ -5,8 +5,8 @@ import json
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
-from tests.helpers.runs import PROBES_ENV, TINY_DATA_ARGS, run_cli, scalars
 from lightning_cifar import CIFAR10DataModule, Classifier
+from tests.helpers.runs import PROBES_ENV, TINY_DATA_ARGS, run_cli, scalars
 
 
 def test_ddp_on_two_cpu_processes_shards_data_syncs_metrics_and_checkpoints(tmp_path, tiny_cifar):

@@ -10,12 +10,12 @@ import time
 import pytest
 import torch
 
-from tests.helpers.cifar_files import write_tiny_cifar
-from tests.helpers.runs import PROBES_ENV, SUBPROCESS_TIMEOUT, TINY_DATA_ARGS, one_line_error, run_cli, scalars, script
 from lightning_cifar.checkpoints.writing import AtomicCheckpointIO
 from lightning_cifar.cli import main
 from lightning_cifar.errors import TrainingDivergedError, UnknownBackboneError
 from lightning_cifar.training.callbacks.loss_guard import NonFiniteLossGuard
+from tests.helpers.cifar_files import write_tiny_cifar
+from tests.helpers.runs import PROBES_ENV, SUBPROCESS_TIMEOUT, TINY_DATA_ARGS, one_line_error, run_cli, scalars, script
 
 PROBES = PROBES_ENV
 EPOCHS = 4

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

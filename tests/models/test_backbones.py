@@ -4,8 +4,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_cifar import registry
-from lightning_cifar.models import MLP, ConvPoolNet
 from lightning_cifar.errors import BackboneConfigError
+from lightning_cifar.models import MLP, ConvPoolNet
 from lightning_cifar.models.measure import count_parameters
 
 # Every backbone this package registers, as the registry lists them: a new preset is tested without a word here.

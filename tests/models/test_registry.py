@@ -4,9 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers.cifar_files import make_distribution
 from lightning_cifar import registry
-from lightning_cifar.models import _registry
 from lightning_cifar.cli import main
 from lightning_cifar.errors import (
     BackboneConfigError,
@@ -14,7 +12,9 @@ from lightning_cifar.errors import (
     DuplicateBackboneError,
     UnknownBackboneError,
 )
+from lightning_cifar.models import _registry
 from lightning_cifar.models.measure import count_parameters
+from tests.helpers.cifar_files import make_distribution
 
 GOOD_NET = """
     from torch import nn

@@ -13,8 +13,6 @@ import pytest
 import yaml
 from scipy import stats as scipy_stats
 
-from tests.helpers.runs import SUBPROCESS_TIMEOUT, one_line_error, scalars, script
-from tests.helpers.studies import BASE, tiny_study, write_study
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.study.config import StudyConfigError, load_study, parse_study
 from lightning_cifar.study.plan import BASELINE_AXIS, Tuning, choose, expand, parse_shard, shard
@@ -23,9 +21,12 @@ from lightning_cifar.study.stats import (
     line_with_lack_of_fit,
     mean_ci,
     paired_bootstrap,
-    slope_ci,
     sampling_half_width,
+    slope_ci,
 )
+from tests.helpers.runs import SUBPROCESS_TIMEOUT, one_line_error, scalars, script
+from tests.helpers.studies import BASE, tiny_study, write_study
+
 
 def fake_arch(backbone, kwargs):
     return json.dumps([backbone, kwargs], sort_keys=True)

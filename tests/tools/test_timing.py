@@ -5,10 +5,10 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from tests.helpers.runs import trainer
 from lightning_cifar import Classifier
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.tools.timing import EpochTestAccuracy, Throughput
+from tests.helpers.runs import trainer
 
 
 def test_throughput_counts_the_images_after_warm_up(tmp_path, tiny_dm):

@@ -4,13 +4,13 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from tests.helpers.runs import tiny_test_set, trainer
 from lightning_cifar import Classifier
-from lightning_cifar.training.callbacks.checkpointing import LatestCheckpoint
 from lightning_cifar.errors import LightningCifarError
-from lightning_cifar.training.input_norm import CIFAR10_MEAN, CIFAR10_STD
+from lightning_cifar.training.callbacks.checkpointing import LatestCheckpoint
 from lightning_cifar.training.callbacks.loss_guard import NonFiniteLossGuard
+from lightning_cifar.training.input_norm import CIFAR10_MEAN, CIFAR10_STD
 from lightning_cifar.training.schedules import lr_multiplier
+from tests.helpers.runs import tiny_test_set, trainer
 
 
 @pytest.mark.parametrize("name", ["onecycle", "cosine"])

@@ -9,14 +9,23 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from tests.helpers.cifar_files import CLASSES
-from tests.helpers.runs import SMALL_NET, TINY_DATA_ARGS, fit_in_process, one_line_error, run_cli, scalars, tiny_test_set
 from lightning_cifar import CIFAR10DataModule, Classifier, registry
-from lightning_cifar.training.callbacks.evaluation_report import ScoredImages, calibration_bins
 from lightning_cifar.cli.export import load_for_export
-from lightning_cifar.training.input_norm import CIFAR10_MEAN
 from lightning_cifar.cli.summary import forward_flops
 from lightning_cifar.models.measure import count_parameters
+from lightning_cifar.training.callbacks.evaluation_report import ScoredImages, calibration_bins
+from lightning_cifar.training.input_norm import CIFAR10_MEAN
+from tests.helpers.cifar_files import CLASSES
+from tests.helpers.runs import (
+    SMALL_NET,
+    TINY_DATA_ARGS,
+    fit_in_process,
+    one_line_error,
+    run_cli,
+    scalars,
+    tiny_test_set,
+)
+
 REPORT_FILES = ["confusion_matrix.png", "per_class_accuracy.png", "reliability_diagram.png", "confident_mistakes.png"]
 
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from tests.helpers.runs import SMALL_NET, TINY_DATA_ARGS
 from lightning_cifar.training.optimizers import MuonWithSGD, _matrix_view
+from tests.helpers.runs import SMALL_NET, TINY_DATA_ARGS
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
