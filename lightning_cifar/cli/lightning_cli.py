@@ -255,9 +255,15 @@ class CifarCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        seed = config.get("seed_everything")
+        threads = config["threads"]
+        if seed is not None and seed is not False and threads.get("enabled") is not True and threads.get("count") is None:
+            # A seeded run trains with one thread count, whatever the load (a different count sums in a different
+            # order): the count this process has, written into the run's saved config.
+            threads["count"] = torch.get_num_threads()
         if not subcommand:
             return
-        config = self.config[subcommand]
         if self.ckpt_path is not None:
             config["ckpt_path"] = self.ckpt_path  # for the trainer's own load
         if subcommand != "fit":

@@ -6,6 +6,11 @@ two cores busy, two threads trained ``cnn_base`` at 37 % of the idle speed where
 (``benchmarks/RESULTS.md``, "Under contention"). No library adapts the thread count to the load while a job runs,
 so this callback does: every few seconds it measures how much of our cores the *other* processes used (the
 machine's busy time from ``/proc/stat`` minus our own CPU time) and gives torch one thread per core they leave free.
+
+A different thread count splits a reduction differently, so a run whose thread count follows the load is not
+bit-identical to the same run on a quiet machine. A seeded run (``lightning-cifar`` seeds every run unless
+``--seed_everything=false``) therefore keeps one thread count, written into its saved config
+(``threads.count``), unless ``--threads.enabled=true`` asks for speed over repeatability.
 """
 
 from __future__ import annotations
@@ -56,6 +61,11 @@ def own_cpu_seconds() -> float:
     return t.user + t.system
 
 
+def seeded() -> bool:
+    """Whether this process's run was seeded (Lightning's ``seed_everything`` records the seed here)."""
+    return os.environ.get("PL_GLOBAL_SEED") is not None
+
+
 def threads_for(cores: int, others_busy_cores: float) -> int:
     """One thread per core the other processes leave free (at least one)."""
     taken = max(0, math.ceil(others_busy_cores - BUSY_CORE_FRACTION))
@@ -64,22 +74,33 @@ def threads_for(cores: int, others_busy_cores: float) -> int:
 
 class ThreadsForLoad(pl.Callback):
     """Sets torch's intra-op threads, while a CPU fit runs, to the cores in this process's affinity that other
-    processes leave free, measured over every ``interval_s`` seconds of training.
+    processes leave free, measured over every ``interval_s`` seconds of training; or, with ``count``, to that
+    many threads throughout.
 
-    Off where the user chose the thread count (``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` set), in a
-    deterministic run (``--trainer.deterministic=true``), where training runs on a GPU, or where ``/proc/stat``
-    cannot be read. The thread count is restored when the fit ends.
+    Following the load is off in a seeded run (unless ``enabled=True``), where the user chose the thread count
+    (``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` set), in a deterministic run (``--trainer.deterministic=true``),
+    where training runs on a GPU, or where ``/proc/stat`` cannot be read. The thread count is restored when the
+    fit ends.
     """
 
-    def __init__(self, enabled: bool = True, interval_s: float = 2.0) -> None:
+    def __init__(self, enabled: Optional[bool] = None, interval_s: float = 2.0, count: Optional[int] = None) -> None:
         """
         Args:
-            enabled: follow the load; false leaves torch's thread count alone.
+            enabled: follow the load: ``true`` always, ``false`` never, ``null`` (the default) only in a run that
+                is not seeded, so that a seeded run is bit-identical whatever else the machine does.
             interval_s: seconds of training between two measurements.
+            count: train with this many threads throughout (the CLI sets it to the process's thread count for a
+                seeded run, so that its saved config says what it ran with); ``null`` leaves the count alone.
         """
         if interval_s <= 0:
             raise LightningCifarError(f"interval_s={interval_s}: must be > 0")
+        if count is not None and count < 1:
+            raise LightningCifarError(f"threads.count={count}: must be a positive number of threads, or null")
+        if count is not None and enabled:
+            raise LightningCifarError(f"threads.count={count} with threads.enabled=true: a fixed count and a count that"
+                                      " follows the load exclude each other; drop one")
         self.enabled = enabled
+        self.count = count
         self.interval_s = interval_s
         self._cores: set[int] = set()
         self._last: Optional[tuple[float, float, float]] = None
@@ -88,11 +109,15 @@ class ThreadsForLoad(pl.Callback):
         self.changes: list[tuple[int, float]] = []  # (threads, others' busy cores) at every change: what it did
 
     def _active(self, pl_module: pl.LightningModule) -> bool:
+        if self.enabled is False or self.count is not None:
+            return False
+        if self.enabled is None and seeded():
+            return False  # a seeded run keeps one count: bit-identical under any load
         user_chose = any(os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
         # Another thread count may split a reduction differently: a run that asked for bitwise repeatability
         # (--trainer.deterministic=true) keeps one count throughout.
         deterministic = torch.are_deterministic_algorithms_enabled()
-        return self.enabled and not user_chose and not deterministic and pl_module.device.type == "cpu"
+        return not user_chose and not deterministic and pl_module.device.type == "cpu"
 
     def _sample(self) -> Optional[tuple[float, float, float]]:
         busy = read_busy_seconds(self._cores)
@@ -101,6 +126,10 @@ class ThreadsForLoad(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last = None
         self._measured = False
+        if self.count is not None and pl_module.device.type == "cpu":
+            self._restore = torch.get_num_threads()
+            torch.set_num_threads(self.count)
+            return
         if not self._active(pl_module):
             return
         self._cores = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))

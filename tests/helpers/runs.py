@@ -3,11 +3,14 @@ scalars read back, and the check that an error is one line."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -105,3 +108,17 @@ def tiny_test_set(root: Path):
     dm = CIFAR10DataModule(root, verify=False, download=False)
     dm.setup("test")
     return dm.to_float(dm.test_set.images), dm.test_set.labels
+
+
+@contextlib.contextmanager
+def one_core_busy(seconds: float = SUBPROCESS_TIMEOUT) -> Iterator[subprocess.Popen]:
+    """Another process spinning on one core while the block runs, as on a shared laptop; it stops by itself
+    after ``seconds`` should the block never end, and is killed when it does."""
+    spin = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
+    process = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(0.5)  # under way before the run starts
+        yield process
+    finally:
+        process.kill()
+        process.wait(timeout=10)

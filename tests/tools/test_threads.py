@@ -4,9 +4,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 
+from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.tools import threads
 from lightning_cifar.tools.threads import ThreadsForLoad
+from tests.helpers.runs import SMALL_NET, TINY_DATA_ARGS, fit_in_process
 
 CPU_MODULE = SimpleNamespace(device=torch.device("cpu"))
 
@@ -19,7 +22,7 @@ def machine(monkeypatch):
     monkeypatch.setattr(threads, "clock", lambda: state.t)
     monkeypatch.setattr(threads, "read_busy_seconds", lambda cores: state.busy if cores == {0, 1} else None)
     monkeypatch.setattr(threads, "own_cpu_seconds", lambda: state.own)
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PL_GLOBAL_SEED"):  # an unseeded run, unless a test seeds it
         monkeypatch.delenv(name, raising=False)
     # An earlier test's deterministic Trainer leaves torch's global switch on.
     monkeypatch.setattr(threads.torch, "are_deterministic_algorithms_enabled", lambda: False)
@@ -95,9 +98,50 @@ def test_busy_seconds_are_read_from_the_named_cores_of_proc_stat(tmp_path):
     assert threads.read_busy_seconds({0}, str(tmp_path / "missing")) is None
 
 
+def test_a_seeded_run_keeps_its_thread_count_under_load_unless_told_to_follow_it(machine, monkeypatch):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")
+    torch.set_num_threads(2)
+    for enabled, expected in ((None, 2), (True, 1)):
+        callback = ThreadsForLoad(enabled=enabled)
+        callback.on_train_start(None, CPU_MODULE)
+        machine.run(5.0, ours=1.0, others=1.0)
+        step(callback)
+        assert torch.get_num_threads() == expected, enabled
+        callback.teardown(None, CPU_MODULE, "fit")
+        assert torch.get_num_threads() == 2
+
+
+def test_a_fixed_count_holds_for_the_fit_and_is_restored_after(machine):
+    torch.set_num_threads(2)
+    callback = ThreadsForLoad(count=1)
+    callback.on_train_start(None, CPU_MODULE)
+    assert torch.get_num_threads() == 1
+    machine.run(5.0, ours=1.0, others=0.0)  # a free machine does not bring the second thread back
+    step(callback)
+    assert torch.get_num_threads() == 1 and callback.changes == []
+    callback.teardown(None, CPU_MODULE, "fit")
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("kwargs, message", [({"count": 0}, "threads.count=0: must be a positive number"),
+                                             ({"count": 2, "enabled": True}, "exclude each other")])
+def test_impossible_thread_settings_are_refused(kwargs, message):
+    with pytest.raises(LightningCifarError, match=message):
+        ThreadsForLoad(**kwargs)
+
+
+@pytest.mark.parametrize("seed, enabled, recorded", [("3", None, "count"), ("false", None, None), ("3", "true", None)])
+def test_a_seeded_fit_writes_its_thread_count_into_its_saved_config(tmp_path, tiny_cifar, seed, enabled, recorded):
+    args = ["fit", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, *SMALL_NET, "--trainer.max_epochs=1",
+            f"--seed_everything={seed}"] + ([f"--threads.enabled={enabled}"] if enabled else [])
+    fit_in_process(args, tmp_path)
+    saved = yaml.safe_load((tmp_path / "lightning_logs" / "version_0" / "config.yaml").read_text())
+    assert saved["threads"]["count"] == (torch.get_num_threads() if recorded else None)
+
+
 def test_the_cli_adds_it_to_every_fit_and_takes_its_options(tmp_path, cli):
     result = cli(["fit", "--print_config", "--threads.interval_s=5"], tmp_path)
-    assert "threads:\n  enabled: true\n  interval_s: 5.0" in result.stdout
+    assert "threads:\n  enabled: null\n  interval_s: 5.0\n  count: null" in result.stdout
     from tests.helpers.runs import one_line_error
 
     error = one_line_error(cli(["fit", "--threads.interval_s=0", "--trainer.max_epochs=1", "--data.data_dir=none"],
