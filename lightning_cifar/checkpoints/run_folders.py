@@ -4,6 +4,7 @@ Every ``fit`` writes ``lightning_logs/version_N/checkpoints/`` (``checkpoints/``
 ``--trainer.logger=false``): ``last.ckpt`` (rewritten after every epoch) and the best epochs by
 the monitored metric (one by default, ``--checkpoint.save_top_k`` of them). ``last`` and ``best``
 come from the run that wrote a checkpoint most recently; ``best`` is decided by the score, never by age.
+``--ckpt_path=FOLDER`` names the run itself: its best checkpoint (else its last).
 """
 
 from __future__ import annotations
@@ -112,6 +113,17 @@ def find_checkpoint(alias: str, root: Path) -> Optional[Found]:
             if found is not None:
                 return Found(found.path, f"{found.why}; {describe_run(ckpt_dir, root)}, the newest run with one")
     return None
+
+
+def checkpoint_of_run(folder: Path) -> Optional[Found]:
+    """The checkpoint ``--ckpt_path=FOLDER`` names, for a run folder (``lightning_logs/version_N``) or its
+    ``checkpoints/``: the run's best by score, else its ``last.ckpt``; None if it holds neither."""
+    ckpt_dir = folder / UNLOGGED_DIR_NAME if (folder / UNLOGGED_DIR_NAME).is_dir() else folder
+    found = best_in(ckpt_dir)
+    if found is not None:
+        return Found(found.path, f"{found.why}; the run you named")
+    last = ckpt_dir / f"{LAST_NAME}.ckpt"
+    return Found(last, "last checkpoint of the run you named (it has no scored one)") if last.is_file() else None
 
 
 def claim_version(folder: Path) -> int:

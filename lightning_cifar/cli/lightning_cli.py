@@ -23,7 +23,7 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins.io import CheckpointIO
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
+from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_cifar.checkpoints.compatibility import check_weights_fit, checkpoint_normalize, shapes_only_backbone
 from lightning_cifar.checkpoints.model_settings import explicit_model_keys, plain, reconcile_model_settings
@@ -33,13 +33,14 @@ from lightning_cifar.checkpoints.run_folders import (
     LOG_DIR_NAME,
     MONITOR,
     UNLOGGED_DIR_NAME,
-    claim_version,
+    checkpoint_of_run,
     find_checkpoint,
 )
 from lightning_cifar.checkpoints.writing import AtomicCheckpointIO
 from lightning_cifar.cli.config_files import PARSER_MODE, ConfigFiles, reading_config_files
 from lightning_cifar.cli.memory_check import check_memory
 from lightning_cifar.cli.program import DEBUG_ENV, PROG, expected_warnings_hidden
+from lightning_cifar.cli.run_output import default_logger, evaluation_logger, fit_summary, taken_back_on_failure
 from lightning_cifar.data.datamodule import CIFAR10DataModule
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.tools.threads import ThreadsForLoad
@@ -143,28 +144,6 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-# The run folder rank 0 claimed, for the processes Lightning starts for the other ranks (they inherit it).
-RUN_VERSION_ENV = "LIGHTNING_CIFAR_RUN_VERSION"
-
-
-def default_logger(root: str) -> Any:
-    """Lightning's default logger (TensorBoard, ``ROOT/lightning_logs/version_N``), its folder claimed
-    atomically instead of found by listing, which two runs starting together both see as free."""
-    from pytorch_lightning.loggers import TensorBoardLogger
-
-    if "://" in root:
-        return True  # a remote folder: Lightning's own default
-    if rank_zero_only.rank == 0:
-        try:
-            version = claim_version(Path(root) / LOG_DIR_NAME)
-        except OSError:
-            return True  # unwritable: check_output_dirs says so in one line before anything runs
-        os.environ[RUN_VERSION_ENV] = str(version)
-    else:
-        version = int(os.environ.get(RUN_VERSION_ENV, "0"))
-    return TensorBoardLogger(save_dir=root, name=LOG_DIR_NAME, version=version)
-
-
 def trainer_refusal(trainer: dict[str, Any], exc: Exception) -> str:
     """Lightning's refusal of the trainer settings, in one line that names the setting."""
     accelerator = str(trainer.get("accelerator") or "auto")
@@ -196,6 +175,9 @@ class CifarCLI(LightningCLI):
         if not subcommand:
             return
         config = self.config[subcommand]
+        if subcommand == "fit" and config.get("output"):
+            raise LightningCifarError(f"--output={config['output']}: --output is for validate, test and predict; fit"
+                                      " writes its run folder under --trainer.default_root_dir (lightning_logs/version_N)")
         if "weights_only" in config and config["weights_only"] is None:
             # Explicit, so that TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot turn it off behind the user's back.
             config["weights_only"] = True
@@ -222,6 +204,13 @@ class CifarCLI(LightningCLI):
         if isinstance(path, str) and path.startswith("file://"):
             # A local file as a URL: checked and loaded as the local path it names, like any other.
             config["ckpt_path"] = path = url2pathname(urlparse(path).path)
+        if isinstance(path, str) and "://" not in path and Path(path).is_dir():
+            found = checkpoint_of_run(Path(path))
+            if found is None:
+                raise LightningCifarError(f"--ckpt_path={path}: a folder with no checkpoint; name a run folder"
+                                          f" ({LOG_DIR_NAME}/version_N), its checkpoints/ folder, or a .ckpt file")
+            rank_zero_info(f"--ckpt_path={path}: using {found.path} ({found.why})")
+            config["ckpt_path"] = path = str(found.path)
         if path in (None, "last", "best", *LIGHTNING_ALIASES):
             return
         checkpoint = check_checkpoint(str(path), trusted=config.get("weights_only") is False)
@@ -300,7 +289,10 @@ class CifarCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             extra["plugins"] = [*plugins, AtomicCheckpointIO()]
         if trainer.get("logger") in (None, True) and "logger" not in kwargs:
-            extra["logger"] = default_logger(str(trainer.get("default_root_dir") or os.getcwd()))
+            evaluating = self.subcommand in ("validate", "test", "predict")
+            logger = evaluation_logger(str(self.subcommand), config.get("ckpt_path"), config.get("output")) \
+                if evaluating else None
+            extra["logger"] = logger or default_logger(str(trainer.get("default_root_dir") or os.getcwd()))
         if trainer.get("deterministic") and trainer.get("benchmark"):
             # cudnn autotuning (our default) picks algorithms by timing, which defeats determinism.
             extra["benchmark"] = False
@@ -312,6 +304,9 @@ class CifarCLI(LightningCLI):
     def before_fit(self) -> None:
         check_output_dirs(self.trainer, self.model, fitting=True)
 
+    def after_fit(self) -> None:
+        rank_zero_info(fit_summary(self.trainer))
+
     def before_validate(self) -> None:
         check_output_dirs(self.trainer, self.model, fitting=False)
 
@@ -319,6 +314,10 @@ class CifarCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_argument("--output", type=Optional[str], default=None,
+                            help="validate / test / predict: the folder for TensorBoard events, the report and"
+                                 " predictions.csv (default: the checkpoint's run folder, in a sub-folder named after"
+                                 " the command)")
         parser.add_argument("--check_memory", type=bool, default=True,
                             help="refuse a network that cannot fit in memory, estimated before it is built"
                                  " (lightning_cifar/cli/memory_check.py); false skips the estimate")
@@ -337,15 +336,19 @@ def make_cli(args: Optional[Union[Sequence[str], dict[str, Any], Namespace]], ru
     if not exit_on_error:
         parser_kwargs["exit_on_error"] = False
     words = sys.argv[1:] if args is None else (list(args) if isinstance(args, (list, tuple)) else [])
-    with expected_warnings_hidden(), reading_config_files(words) as config_files:
-        return CifarCLI(
-            Classifier,
-            CIFAR10DataModule,
-            args=None if args is None else (list(args) if isinstance(args, (list, tuple)) else args),
-            run=run,
-            seed_everything_default=0,
-            trainer_defaults=trainer_defaults(),
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs=parser_kwargs,
-            config_files=config_files,
-        )
+    with expected_warnings_hidden(), taken_back_on_failure(), reading_config_files(words) as config_files:
+        return _build_cli(args, run, parser_kwargs, config_files)
+
+
+def _build_cli(args: Any, run: bool, parser_kwargs: dict[str, Any], config_files: ConfigFiles) -> CifarCLI:
+    return CifarCLI(
+        Classifier,
+        CIFAR10DataModule,
+        args=None if args is None else (list(args) if isinstance(args, (list, tuple)) else args),
+        run=run,
+        seed_everything_default=0,
+        trainer_defaults=trainer_defaults(),
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs=parser_kwargs,
+        config_files=config_files,
+    )

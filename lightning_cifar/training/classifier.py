@@ -255,8 +255,6 @@ class Classifier(pl.LightningModule):
         acc = self.val_acc.compute()
         self.val_acc.reset()
         self.log("val/acc", acc, prog_bar=True)
-        # TensorBoard's HPARAMS tab compares runs by hp_metric.
-        self.log("hp_metric", acc)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         # The logits reach callbacks (the classification report) through on_test_batch_end.

@@ -1,6 +1,7 @@
 """The command line on the tiny dataset: one real `fit` in a subprocess, the rest in this process."""
 
 import csv
+import re
 import shutil
 import subprocess
 import sys
@@ -8,6 +9,8 @@ import sys
 import pytest
 import torch
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from lightning_cifar import Classifier
 from lightning_cifar.data.datamodule import CIFAR10DataModule
@@ -51,9 +54,13 @@ def test_fit_writes_tensorboard_scalars_checkpoints_and_config(trained):
     assert config["model"]["normalize"] is True and "normalize" not in config["data"]
     logged = scalars(run)
     assert len(logged["val/acc"]) == 4 and len(logged["train/acc_epoch"]) == 4
-    assert {"train/loss_step", "train/lr", "val/loss", "hp_metric"} <= set(logged)
+    assert {"train/loss_step", "train/lr", "val/loss"} <= set(logged) and "hp_metric" not in logged  # no placeholder
+    hparams = EventAccumulator(str(run))
+    hparams.Reload()
+    experiment = HParamsPluginData.FromString(hparams.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
+    assert [m.name.tag for m in experiment.metric_infos] == ["val/acc", "val/loss", "test/acc", "test/loss"]
+    assert "backbone" in {h.name for h in experiment.hparam_infos}  # the HPARAMS tab compares runs by these
     assert logged["model/params"] == [131_370]
-    assert logged["hp_metric"][-1] == pytest.approx(logged["val/acc"][-1])
     # The tiny classes are easy: a working pipeline learns them, a broken one stays at chance (0.1).
     assert max(logged["val/acc"]) >= 0.5
     assert logged["train/loss_epoch"][-1] < logged["train/loss_epoch"][0]
@@ -96,7 +103,7 @@ def test_best_is_the_highest_score_not_the_newest_file(best_not_newest, tiny_cif
     result = cli(["test", *data, "--trainer.precision=32-true", "--ckpt_path=best"], cwd)
     output = result.stdout + result.stderr
     assert f"--ckpt_path=best: using {best.relative_to(cwd)} (best val/acc {scored[best]:.4f}" in output
-    logged = scalars(cwd / "lightning_logs" / "version_1")["test/acc"][0]
+    logged = scalars(cwd / "lightning_logs" / "version_0" / "test" / "version_0")["test/acc"][0]  # next to the run it tests
     assert logged == pytest.approx(accuracy_of(best, *tiny_test_set(tiny_cifar)), abs=1e-6)
 
 
@@ -128,7 +135,7 @@ def test_val_split_zero_trains_on_every_image_and_keeps_the_last_checkpoint(tiny
     assert "val/acc" not in scalars(tmp_path / "lightning_logs" / "version_0")
     tested = cli(["test", *data, "--trainer.precision=32-true", "--ckpt_path=last"], tmp_path)
     assert "Be aware" not in tested.stderr
-    logged = scalars(tmp_path / "lightning_logs" / "version_1")["test/acc"][0]
+    logged = scalars(tmp_path / "lightning_logs" / "version_0" / "test" / "version_0")["test/acc"][0]
     assert logged == pytest.approx(accuracy_of(last, *tiny_test_set(tiny_cifar)), abs=1e-6)
     refused = cli(["test", *data, "--ckpt_path=best"], tmp_path, check=False)
     assert "--ckpt_path=best: no best checkpoint" in one_line_error(refused)
@@ -268,3 +275,76 @@ def test_the_data_module_yields_unit_range_images_for_the_model(tiny_cifar):
     dm.setup("fit")
     x, _ = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
     assert x.dtype == torch.float32 and float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+
+
+def test_fit_ends_naming_its_run_folder_checkpoints_and_best_score(tmp_path, tiny_cifar, cli):
+    result = cli(["fit", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, *SMALL_NET, "--trainer.max_epochs=2"],
+                 tmp_path)  # TINY_DATA_ARGS turn the progress bar off: the summary is all there is
+    out = result.stdout + result.stderr
+    assert "fit finished 2 epochs" in out
+    run = tmp_path / "lightning_logs" / "version_0"
+    folder = next(line for line in out.splitlines() if "run folder:" in line)
+    assert "lightning_logs/version_0" in folder and "tensorboard --logdir lightning_logs" in folder
+    best = next(line for line in out.splitlines() if "best checkpoint:" in line)
+    path, score = best.split("best checkpoint:")[1].split("  (val/acc ")
+    assert (tmp_path / path.strip()).is_file() and (tmp_path / path.strip()).parent == run / "checkpoints"
+    assert f"val_acc{float(score.rstrip(')')):.4f}" in path  # the score in the line is the file's
+    assert "last checkpoint: lightning_logs/version_0/checkpoints/last.ckpt" in out
+
+
+def test_a_run_folder_names_that_runs_best_checkpoint(best_not_newest, tiny_cifar, cli):
+    cwd, data, scored = best_not_newest
+    best = max(scored, key=scored.get)
+    for named in ("lightning_logs/version_0", "lightning_logs/version_0/checkpoints"):
+        result = cli(["validate", *data, "--trainer.precision=32-true", f"--ckpt_path={named}",
+                      "--trainer.logger=false"], cwd)
+        assert f"--ckpt_path={named}: using {best.relative_to(cwd)} (best val/acc" in result.stdout + result.stderr
+    (cwd / "empty_run").mkdir(exist_ok=True)
+    line = one_line_error(cli(["test", *data, "--ckpt_path=empty_run"], cwd, check=False))
+    assert "--ckpt_path=empty_run: a folder with no checkpoint" in line
+
+
+def test_evaluating_a_checkpoint_writes_next_to_its_run_or_to_output(tmp_path, tiny_cifar, cli):
+    data = [f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, *SMALL_NET]
+    cli(["fit", *data, "--trainer.max_epochs=1"], tmp_path)
+    run = tmp_path / "lightning_logs" / "version_0"
+    cli(["test", *data, "--ckpt_path=last"], tmp_path)
+    cli(["predict", *data, "--ckpt_path=best"], tmp_path)
+    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]  # no new run folders
+    assert "test/acc" in scalars(run / "test" / "version_0") and (run / "test" / "version_0" / "test_report").is_dir()
+    assert (run / "predict" / "version_0" / "predictions.csv").is_file()
+    cli(["test", *data, "--ckpt_path=last", "--model.tta=true"], tmp_path)  # a second evaluation: its own folder
+    assert "tta: true" in (run / "test" / "version_1" / "hparams.yaml").read_text()
+    cli(["validate", *data, "--ckpt_path=last", f"--output={tmp_path / 'elsewhere'}"], tmp_path)
+    assert "val/acc" in scalars(tmp_path / "elsewhere")
+    line = one_line_error(cli(["fit", *data, "--output=x"], tmp_path, check=False))
+    assert "--output is for validate, test and predict" in line
+
+
+@pytest.mark.parametrize("command", ["fit", "test"])
+def test_a_command_that_fails_leaves_no_run_folder_behind(tmp_path, cli, command):
+    args = [command, f"--data.data_dir={tmp_path / 'no_data'}", "--data.download=false", *TINY_DATA_ARGS[2:], *SMALL_NET]
+    if command == "test":
+        args.append(f"--output={tmp_path / 'tested'}")
+    line = one_line_error(cli(args, tmp_path, check=False))
+    assert "no CIFAR-10 at" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def readme_tags() -> set[str]:
+    """The TensorBoard tags the README lists, in its bullet that starts "Logged"."""
+    readme = (REPO / "README.md").read_text()
+    bullet = readme[readme.index("- Logged (TensorBoard tags):"):]
+    bullet = bullet[:bullet.index("\n- ")]
+    return set(re.findall(r"`([a-z_]+(?:/[a-z_<>]+)*)`", bullet))
+
+
+def test_the_readme_lists_the_tensorboard_tags_the_runs_write(trained, tiny_cifar, cli):
+    cwd, data, _ = trained
+    cli(["test", *data, "--ckpt_path=last"], cwd)
+    run = cwd / "lightning_logs" / "version_0"
+    fit_tags, test_tags = set(scalars(run)), set(scalars(run / "test" / "version_0"))
+    classes = {t for t in test_tags if t.startswith("test/acc_class/")}
+    assert len(classes) == 10
+    written = (fit_tags | test_tags) - classes | {"test/acc_class/<class>"}
+    assert readme_tags() == written

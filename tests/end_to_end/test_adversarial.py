@@ -125,7 +125,7 @@ def test_class_names_are_plain_text_in_the_report(hostile_class_names, tmp_path,
     data = [f"--data.data_dir={root}", *TINY_DATA_ARGS, "--trainer.precision=32-true", *SMALL_NET]
     cli(["fit", *data, "--trainer.max_epochs=1"], tmp_path)
     cli(["test", *data, "--ckpt_path=last"], tmp_path)
-    folder = tmp_path / "lightning_logs" / "version_1" / "test_report"
+    folder = tmp_path / "lightning_logs" / "version_0" / "test" / "version_0" / "test_report"
     for name in ("confusion_matrix.png", "per_class_accuracy.png", "reliability_diagram.png"):
         assert (folder / name).stat().st_size > 10_000
     with open(folder / "per_class.csv", newline="") as f:
@@ -396,8 +396,8 @@ def test_model_settings_given_with_a_checkpoint(trained, tmp_path, cli):
     refused = cli(["fit", *data, f"--ckpt_path={ckpt}", "--model.backbone=cnn_base"], tmp_path, check=False)
     assert "--model.backbone=cnn_base differs from the checkpoint's backbone=convpool" in one_line_error(refused)
     cli([*base, "--model.tta=true"], tmp_path)
-    runs = sorted((tmp_path / "lightning_logs").iterdir(), key=lambda d: int(d.name[8:]))
-    assert "tta: true" in (runs[-1] / "hparams.yaml").read_text()
+    evaluations = sorted((ckpt.parent.parent / "test").iterdir(), key=lambda d: int(d.name[8:]))  # next to the run
+    assert "tta: true" in (evaluations[-1] / "hparams.yaml").read_text()
 
 
 # -- networks too large for the machine -------------------------------------------------------------------

@@ -378,7 +378,7 @@ def test_a_study_run_equals_a_fit_with_the_same_arguments(tmp_path, tiny_cifar, 
     assert fit_hparams == {k: v for k, v in study_hparams.items() if k in fit_hparams}
     assert fit_hparams["backbone_kwargs"] == BASE["kwargs"] and len(fit_hparams) > 10
     assert scalars(fit_run)["val/acc"] == pytest.approx(result["val_acc_curve"], abs=1e-5)
-    fit_test = scalars(tmp_path / "lightning_logs" / "version_1")["test/acc"][-1]
+    fit_test = scalars(tmp_path / "lightning_logs" / "version_0" / "test" / "version_0")["test/acc"][-1]
     assert fit_test == pytest.approx(result["test_acc"], abs=1e-5), tested.stdout
 
 

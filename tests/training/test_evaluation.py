@@ -38,7 +38,7 @@ def tested(tmp_path_factory, tiny_cifar):
     fit_in_process(["fit", *data, *SMALL_NET, "--trainer.max_epochs=3"], cwd)
     result = run_cli(["test", *data, *SMALL_NET, "--ckpt_path=last"], cwd)  # the console script, end to end
     ckpt = cwd / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    return cwd, ckpt, cwd / "lightning_logs" / "version_1", result
+    return cwd, ckpt, cwd / "lightning_logs" / "version_0" / "test" / "version_0", result
 
 
 def independent_predictions(ckpt, tiny_cifar):
