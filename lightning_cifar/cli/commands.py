@@ -54,6 +54,12 @@ def study_command(argv: Sequence[str]) -> int:
     return run_study(argv)
 
 
+def options_command(argv: Sequence[str]) -> int:
+    from lightning_cifar.cli.options import options_command as run_options  # start-up time: Lightning
+
+    return run_options(argv)
+
+
 def export_command(argv: Sequence[str]) -> int:
     from lightning_cifar.cli.export import export_command as run_export  # start-up time: Lightning
 
@@ -65,6 +71,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "study": study_command,
     "summary": summary_command,
     "export": export_command,
+    "options": options_command,
 }
 
 

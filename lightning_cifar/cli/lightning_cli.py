@@ -88,6 +88,8 @@ EXTRA_COMMANDS_HELP = f"""\
 Train, evaluate and use CIFAR-10 classifiers.
 
 other commands:
+  {PROG} options               this project's own options of fit / validate / test / predict, short
+                                 (`{PROG} fit --help` lists them among the Trainer's 900 lines)
   {PROG} backbones [PATTERN]   list registered backbones (shell wildcards, e.g. 'cnn_*')
   {PROG} study -c STUDY.yaml --out DIR [--dry-run] [--shard K/N] [--report-only]
                                  width/depth sweeps and CNN-vs-MLP comparison, with a report
@@ -97,6 +99,15 @@ other commands:
                                  a checkpoint as a standalone ONNX / TorchScript model
 
 add --debug (or set {DEBUG_ENV}=1) to see full tracebacks for usage errors.
+"""
+
+
+SUBCOMMAND_HELP = f"""\
+{PROG} {{subcommand}}: the project's own options, short: `{PROG} options`. The most used:
+  --model.backbone=NAME (`{PROG} backbones`), --model.backbone_kwargs=JSON, --model.lr, --model.optimizer,
+  --data.data_dir=DIR, --data.batch_size, --data.augment, --trainer.max_epochs, --trainer.accelerator,
+  --ckpt_path=PATH|last|best|RUN_FOLDER, -c FILE, --print_config.
+Below: every option, the Trainer's included.
 """
 
 
@@ -333,6 +344,10 @@ def make_cli(args: Optional[Union[Sequence[str], dict[str, Any], Namespace]], ru
     ``exit_on_error=False`` raises jsonargparse's ``ArgumentError`` instead of printing usage and exiting."""
     parser_kwargs: dict[str, Any] = {"prog": PROG, "description": EXTRA_COMMANDS_HELP, "formatter_class": HelpFormatter,
                                      "parser_mode": PARSER_MODE}
+    for subcommand in ("fit", "validate", "test", "predict"):
+        # Shown first by `fit --help`, above the Trainer's options.
+        parser_kwargs[subcommand] = {"description": SUBCOMMAND_HELP.format(subcommand=subcommand),
+                                     "usage": f"{PROG} {subcommand} [options]", "formatter_class": HelpFormatter}
     if not exit_on_error:
         parser_kwargs["exit_on_error"] = False
     words = sys.argv[1:] if args is None else (list(args) if isinstance(args, (list, tuple)) else [])

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import yaml
+
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.files import atomic_write_json
 from lightning_cifar.study.config import StudyConfig, load_study
@@ -29,17 +31,40 @@ def study_record(study: StudyConfig) -> dict[str, Any]:
     return record
 
 
+def recipe_overrides(words: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``--trainer.KEY=VALUE`` / ``--model.KEY=VALUE`` / ``--data.KEY=VALUE`` words as recipe settings (values read as
+    YAML, as fit reads them); anything else is refused in one line."""
+    recipe: dict[str, dict[str, Any]] = {}
+    for word in words:
+        key, eq, text = word[2:].partition("=") if word.startswith("--") else ("", "", "")
+        section, dot, name = key.partition(".")
+        if not eq or not dot or not name or section not in ("trainer", "model", "data"):
+            raise LightningCifarError(f"{word}: not an option of `lightning-cifar study`; recipe settings are given as"
+                                      " --trainer.KEY=VALUE, --model.KEY=VALUE or --data.KEY=VALUE (see --help)")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        recipe.setdefault(section, {})[name] = value
+    return recipe
+
+
 def study_command(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="lightning-cifar study",
         description="Width and depth sweeps and CNN-vs-MLP comparison as one resumable command, with a report.",
+        allow_abbrev=False,  # --data.X=V words are the recipe's, never a shortened option of ours
     )
     parser.add_argument("-c", "--config", required=True, help="study config (YAML), e.g. configs/study/quick-cpu.yaml")
     parser.add_argument("--out", required=True, help="output folder: results, TensorBoard logs, report")
     parser.add_argument("--dry-run", action="store_true", help="print the plan with sizes and time estimates; train nothing")
     parser.add_argument("--shard", default="0/1", help="K/N: run only every N-th run starting at K (default 0/1)")
     parser.add_argument("--report-only", action="store_true", help="merge the results that exist and write the report")
-    parser.add_argument("--data-dir", help="folder containing cifar-10-batches-py/ (overrides recipe.data.data_dir)")
+    parser.add_argument("--data.data_dir", "--data-dir", dest="data_dir",
+                        help="folder containing cifar-10-batches-py/ (overrides recipe.data.data_dir)")
+    parser.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                        help="seeds of every point, e.g. --seeds 0 for a quick trial (overrides the study's seeds)")
+    parser.add_argument("--epochs", type=int, metavar="N", help="epochs of every run (sets recipe.trainer.max_epochs)")
     parser.add_argument("--launcher", choices=["sequential", "ray"], default="sequential",
                         help="sequential: one run after another in this process (default); ray: every run a Ray task")
     parser.add_argument("--ray-address", help="address of a running Ray cluster (default: RAY_ADDRESS, else a local"
@@ -47,19 +72,31 @@ def study_command(argv: Sequence[str]) -> int:
     parser.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs Ray reserves for each run (default 1)")
     parser.add_argument("--gpus-per-run", type=float, default=0.0,
                         help="GPUs Ray reserves for each run; fractions share a GPU, e.g. 0.25 (default 0)")
-    args = parser.parse_args(list(argv))
+    parser.epilog = ("Any other --trainer.KEY=VALUE, --model.KEY=VALUE or --data.KEY=VALUE sets that key of the study's"
+                     " recipe for every run, as in `lightning-cifar fit`.")
+    args, rest = parser.parse_known_args(list(argv))
+    recipe = recipe_overrides(rest)
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise LightningCifarError(f"--epochs={args.epochs}: must be at least 1")
+        recipe.setdefault("trainer", {})["max_epochs"] = args.epochs
     ray_only = [flag for flag, given in (("--ray-address", args.ray_address is not None),
                                          ("--cpus-per-run", args.cpus_per_run != 1.0),
                                          ("--gpus-per-run", args.gpus_per_run != 0.0)) if given]
     if ray_only and args.launcher != "ray":
         raise LightningCifarError(f"{', '.join(ray_only)} only apply to --launcher ray")
 
-    study = load_study(args.config)
+    study = load_study(args.config, seeds=args.seeds, recipe=recipe)
     k, n = parse_shard(args.shard)
     out = Path(args.out)
     command = f"lightning-cifar study -c {args.config} --out {args.out}"
     if args.data_dir:
-        command += f" --data-dir {args.data_dir}"
+        command += f" --data.data_dir={args.data_dir}"
+    if args.seeds is not None:
+        command += " --seeds " + " ".join(map(str, args.seeds))
+    if args.epochs is not None:
+        command += f" --epochs {args.epochs}"
+    command += "".join(f" {word}" for word in rest)
     if args.dry_run:
         results = {r["run_id"]: r for r in load_results(out) if r.get("version") == RESULT_VERSION}
         tuning = choose(study, results)

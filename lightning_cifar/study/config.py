@@ -338,5 +338,24 @@ def parse_study(data: Any, source: str = "<study>") -> StudyConfig:
     )
 
 
-def load_study(path: str | Path) -> StudyConfig:
-    return parse_study(read_yaml(path, "study config", StudyConfigError), str(path))
+def with_overrides(data: Any, seeds: Optional[list[int]] = None, recipe: Optional[dict[str, dict[str, Any]]] = None,
+                   source: str = "<study>") -> Any:
+    """The study document with what the command line changes for a quick trial: the seeds of every point
+    (``--seeds``), and recipe settings (``--epochs``, ``--trainer.X=V``, ``--model.X=V``, ``--data.X=V``)."""
+    if not isinstance(data, dict):
+        return data  # parse_study says what is wrong with it
+    data = copy.deepcopy(data)
+    if seeds is not None:
+        data["seeds"] = list(seeds)
+    for section, values in (recipe or {}).items():
+        _require(section in RECIPE_SECTIONS, f"--{section}.*: the recipe has sections {', '.join(RECIPE_SECTIONS)}",
+                 source)
+        data["recipe"] = dict(data.get("recipe") or {})
+        data["recipe"][section] = {**dict(data["recipe"].get(section) or {}), **values}
+    return data
+
+
+def load_study(path: str | Path, seeds: Optional[list[int]] = None,
+               recipe: Optional[dict[str, dict[str, Any]]] = None) -> StudyConfig:
+    data = read_yaml(path, "study config", StudyConfigError)
+    return parse_study(with_overrides(data, seeds, recipe, str(path)), str(path))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
 from lightning_cifar.study.plan import Run
 from lightning_cifar.study.runner import describe_network
+from lightning_cifar.tools.threads import BUSY_CORE_FRACTION, clock, own_cpu_seconds, read_busy_seconds
 from lightning_cifar.training.classifier import Classifier
 
 TRAIN_IMAGES = 45_000  # 50,000 minus the default 5,000 held out for validation
@@ -41,15 +43,15 @@ def probe_images_per_s(run: Run, config: Any, steps: int = 3) -> float:
         loss.backward()
         opt.step()
 
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    started = time.perf_counter()
+    step()  # warm-up: first-call allocations and kernel choices
+    fastest = float("inf")
     for _ in range(steps):
+        started = time.perf_counter()
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return steps * batch / (time.perf_counter() - started)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        fastest = min(fastest, time.perf_counter() - started)  # the step least slowed by anything else running
+    return batch / fastest
 
 
 def estimate_seconds(config: Any, images_per_s: float) -> float:
@@ -58,7 +60,23 @@ def estimate_seconds(config: Any, images_per_s: float) -> float:
     return epochs * TRAIN_IMAGES / images_per_s + tta * (epochs * 10_000 + 10_000) / (3 * images_per_s)
 
 
+class OthersLoad:
+    """How many of this process's cores other processes kept busy between ``start`` and ``cores_busy``
+    (/proc/stat, as ``tools.threads`` measures it); None where that cannot be read."""
+
+    def __init__(self) -> None:
+        self.cores = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+        self.start = (clock(), read_busy_seconds(self.cores), own_cpu_seconds())
+
+    def cores_busy(self) -> Optional[float]:
+        wall, busy, own = clock(), read_busy_seconds(self.cores), own_cpu_seconds()
+        if busy is None or self.start[1] is None or wall <= self.start[0]:
+            return None
+        return max(0.0, (busy - self.start[1] - (own - self.start[2])) / (wall - self.start[0]))
+
+
 def dry_run(runs: list[Run], configs: dict[str, Any], pending: set[str]) -> None:
+    load = OthersLoad()
     probes: dict[str, float] = {}
     total = 0.0
     print(f"{'run':<34} {'role':<6} {'points':<40} {'params':>10} {'FLOPs/img':>10} {'img/s':>7} {'est. s':>7}")
@@ -78,5 +96,10 @@ def dry_run(runs: list[Run], configs: dict[str, Any], pending: set[str]) -> None
               f"{network['flops_per_image'] / 1e6:>9.1f}M {probes[run.config_key]:>7.0f} {seconds:>7.0f}", flush=True)
     note = (f"; families {', '.join(sorted(pending))} are planned with their first tuning candidate until their"
             " tuning runs are done") if pending else ""
-    print(f"\n{len(runs)} runs; estimated {total / 3600:.1f} hours in all (a 3-step probe per configuration on random"
-          f" input on {', '.join(sorted(devices))} of this machine; data loading not included){note}")
+    spent = f"{total / 3600:.1f} hours" if total >= 3600 else f"{max(1, round(total / 60))} min"
+    print(f"\n{len(runs)} runs; estimated {spent} in all (the fastest of 3 steps per configuration on"
+          f" random input on {', '.join(sorted(devices))} of this machine; data loading not included){note}")
+    others = load.cores_busy()
+    if others is not None and others > BUSY_CORE_FRACTION:
+        print(f"measured while other processes kept {others:.1f} of {len(load.cores)} cores busy: on a quiet machine the"
+              " runs take less; measure again when it is quiet")

@@ -631,7 +631,8 @@ def write_report(out: Path, study: StudyConfig, plan: list[Run], command: str = 
               f" of training; {total / 3600:.2f} hours in all)",
               "- machines: " + "; ".join(f"{d} ({n} runs)" for d, n in devices.most_common()),
               f"- software: {results.all[0].get('software', '–')}",
-              f"- seeds per point: {', '.join(map(str, study.seeds))}; test set: {n_images:,} images",
+              f"- seeds per point: {len(study.seeds)} ({'seed' if len(study.seeds) == 1 else 'seeds'}"
+              f" {', '.join(map(str, study.seeds))}); test set: {n_images:,} images",
               *(f"- note: {note}" for note in study.notes),
               "- recipe before tuning (every run unless its family's tuning or its own recipe says otherwise):", "",
               "```json", json.dumps(study.recipe, indent=1, sort_keys=True), "```", "",

@@ -348,3 +348,18 @@ def test_the_readme_lists_the_tensorboard_tags_the_runs_write(trained, tiny_cifa
     assert len(classes) == 10
     written = (fit_tags | test_tags) - classes | {"test/acc_class/<class>"}
     assert readme_tags() == written
+
+
+def test_options_lists_the_projects_own_options_with_their_defaults_first(tmp_path, cli):
+    import inspect
+
+    listed = cli(["options"], tmp_path).stdout
+    assert len(listed.splitlines()) < 120  # against the 900 of `fit --help`
+    for name in inspect.signature(Classifier).parameters:
+        assert f"--model.{name}=" in listed, name
+    for line in ("--model.backbone=cnn_base ", "--data.data_dir=./data ", "--checkpoint.monitor=val/acc ",
+                 "--threads.count=null ", "--report.enabled=true "):
+        assert line in listed, line
+    helped = cli(["fit", "--help"], tmp_path).stdout
+    assert helped.startswith("usage: lightning-cifar fit [options]\n")
+    assert "the project's own options, short: `lightning-cifar options`" in helped[:300]

@@ -24,7 +24,7 @@ from lightning_cifar.study.stats import (
     sampling_half_width,
     slope_ci,
 )
-from tests.helpers.runs import SUBPROCESS_TIMEOUT, one_line_error, scalars, script
+from tests.helpers.runs import SUBPROCESS_TIMEOUT, one_core_busy, one_line_error, scalars, script
 from tests.helpers.studies import BASE, tiny_study, write_study
 
 
@@ -283,6 +283,7 @@ def test_study_runs_records_and_reports(full_study):
                     "## The budget check", "## The seed notebook as anchor", "## Under- or over-fitting"):
         assert heading in report, heading
     assert "Holm-adjusted" in report and "machines: " in report
+    assert "- seeds per point: 2 (seeds 0, 1);" in report
     for name in ("axes.png", "compute.png", "curves.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
@@ -418,3 +419,32 @@ def test_the_budget_check_says_which_differences_hold(short, long, verdict):
     from lightning_cifar.study.stats import Comparison
 
     assert budget_verdict(Comparison(*short, 0.5, 3, 3), Comparison(*long, 0.5, 3, 3), 4) == verdict
+
+
+def test_a_quick_trial_sets_seeds_epochs_and_any_fit_setting_on_the_command_line(tmp_path, tiny_cifar, cli):
+    study = tiny_study(tmp_path / "not_here")  # the data folder comes from the command line, as for fit
+    config = write_study(tmp_path / "study.yaml", study)
+    out = tmp_path / "out"
+    cli(["study", "-c", str(config), "--out", str(out), "--seeds", "3", "--epochs", "2", "--model.lr=0.1",
+         "--data.batch_size=16", f"--data.data_dir={tiny_cifar}"], tmp_path)
+    assert len(results_by_run(out)) == 4  # 3 CNN points and the MLP, one seed each
+    results = [json.loads(p.read_text()) for p in out.glob("runs/*/result.json")]
+    assert len(results) == 4 and {r["seed"] for r in results} == {3}
+    for r in results:
+        assert r["epochs"] == 2 and "--model.lr=0.1" in r["fit_arguments"] and "--data.batch_size=16" in r["fit_arguments"]
+    report = (out / "report.md").read_text()
+    assert "- seeds per point: 1 (seed 3);" in report
+    assert "--seeds 3 --epochs 2 --model.lr=0.1 --data.batch_size=16" in report  # how to reproduce it
+    line = one_line_error(cli(["study", "-c", str(config), "--out", str(out), "--modle.lr=0.1"], tmp_path, check=False))
+    assert "--modle.lr=0.1: not an option of `lightning-cifar study`" in line
+    line = one_line_error(cli(["study", "-c", str(config), "--out", str(out), "--model.lrr=0.1"], tmp_path, check=False))
+    assert "unknown key 'lrr' (did you mean 'lr'?)" in line
+
+
+def test_the_dry_run_says_when_other_processes_slowed_its_estimate(tmp_path, tiny_cifar, cli):
+    config = write_study(tmp_path / "study.yaml", tiny_study(tiny_cifar, seeds=[0]))
+    args = ["study", "-c", str(config), "--out", str(tmp_path / "out"), "--dry-run"]
+    with one_core_busy():
+        busy = cli(args, tmp_path).stdout
+    assert "4 runs; estimated" in busy and "measured while other processes kept" in busy
+    assert not (tmp_path / "out" / "runs").exists()
