@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from lightning_cifar.checkpoints.compatibility import check_weights_fit
 from lightning_cifar.checkpoints.reading import check_checkpoint
 from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.models.measure import IMAGE_SHAPE
 from lightning_cifar.training.classifier import Classifier, evaluation_logits, tta_mode
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -96,7 +97,7 @@ def export(net: ExportedClassifier, fmt: str, output: Path) -> Path:
                 raise LightningCifarError(
                     f"--format=onnx needs the {module} package: pip install 'lightning-cifar[export]'"
                 )
-    example = torch.rand(2, 3, 32, 32)
+    example = torch.rand(2, *IMAGE_SHAPE)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")
     try:

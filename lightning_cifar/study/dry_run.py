@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import torch
 
+from lightning_cifar.models.measure import IMAGE_SHAPE
 from lightning_cifar.study.plan import Run
 from lightning_cifar.study.runner import describe_network
 from lightning_cifar.tools.threads import BUSY_CORE_FRACTION, clock, own_cpu_seconds, read_busy_seconds
@@ -31,7 +32,7 @@ def probe_images_per_s(run: Run, config: Any, steps: int = 3) -> float:
     model = Classifier(**{k: v for k, v in config.model.as_dict().items() if k != "num_classes"}).to(device)
     batch = int(config.data.batch_size)
     precision = str(config.trainer.precision)
-    x, y = torch.rand(batch, 3, 32, 32, device=device), torch.randint(0, 10, (batch,), device=device)
+    x, y = torch.rand(batch, *IMAGE_SHAPE, device=device), torch.randint(0, 10, (batch,), device=device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
     autocast = torch.autocast(device.type, dtype=dtype, enabled=precision.startswith(("bf16", "16")))
