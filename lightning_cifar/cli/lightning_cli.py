@@ -40,7 +40,13 @@ from lightning_cifar.checkpoints.writing import AtomicCheckpointIO
 from lightning_cifar.cli.config_files import PARSER_MODE, ConfigFiles, reading_config_files
 from lightning_cifar.cli.memory_check import check_memory
 from lightning_cifar.cli.program import DEBUG_ENV, PROG, expected_warnings_hidden
-from lightning_cifar.cli.run_output import default_logger, evaluation_logger, fit_summary, taken_back_on_failure
+from lightning_cifar.cli.run_output import (
+    default_logger,
+    evaluation_logger,
+    evaluation_summary,
+    fit_summary,
+    taken_back_on_failure,
+)
 from lightning_cifar.data.datamodule import CIFAR10DataModule
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.tools.threads import ThreadsForLoad
@@ -267,7 +273,7 @@ class CifarCLI(LightningCLI):
         if self.ckpt_path is not None:
             config["ckpt_path"] = self.ckpt_path  # for the trainer's own load
         if subcommand != "fit":
-            # Evaluating a checkpoint in a new run folder: its checkpoint callback has nothing to resume, nor
+            # Evaluating a checkpoint in a folder of its own: its checkpoint callback has nothing to resume, nor
             # do the callbacks' saved states matter (a val_split=0 run's checkpoint callback monitors nothing).
             # Filtered for this command only: make_cli runs it inside expected_warnings_hidden().
             warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
@@ -317,6 +323,12 @@ class CifarCLI(LightningCLI):
 
     def after_fit(self) -> None:
         rank_zero_info(fit_summary(self.trainer))
+
+    def after_validate(self) -> None:
+        rank_zero_info(evaluation_summary(self.trainer, "validate"))
+
+    def after_test(self) -> None:
+        rank_zero_info(evaluation_summary(self.trainer, "test"))
 
     def before_validate(self) -> None:
         check_output_dirs(self.trainer, self.model, fitting=False)

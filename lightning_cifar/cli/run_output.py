@@ -179,3 +179,13 @@ def fit_summary(trainer: pl.Trainer) -> str:
     else:
         lines.append("  no checkpoints written (--trainer.enable_checkpointing=false)")
     return "\n".join(lines)
+
+
+def evaluation_summary(trainer: pl.Trainer, subcommand: str) -> str:
+    """Where ``validate`` / ``test`` wrote: the folder of its TensorBoard events (and, after ``test``, its report)."""
+    if not trainer.loggers or not trainer.log_dir:
+        return f"{subcommand} wrote no logs (--trainer.logger=false)"
+    folder = _shown(trainer.log_dir)
+    report = Path(trainer.log_dir) / "test_report"
+    extra = f"; report in {_shown(str(report))}" if subcommand == "test" and report.is_dir() else ""
+    return f"{subcommand} wrote to {folder} (tensorboard --logdir {folder}){extra}"

@@ -308,8 +308,12 @@ def test_evaluating_a_checkpoint_writes_next_to_its_run_or_to_output(tmp_path, t
     data = [f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, *SMALL_NET]
     cli(["fit", *data, "--trainer.max_epochs=1"], tmp_path)
     run = tmp_path / "lightning_logs" / "version_0"
-    cli(["test", *data, "--ckpt_path=last"], tmp_path)
-    cli(["predict", *data, "--ckpt_path=best"], tmp_path)
+    tested = cli(["test", *data, "--ckpt_path=last"], tmp_path)
+    said = tested.stdout + tested.stderr
+    assert "test wrote to lightning_logs/version_0/test/version_0 (tensorboard --logdir" in said
+    assert "report in lightning_logs/version_0/test/version_0/test_report" in said
+    predicted = cli(["predict", *data, "--ckpt_path=best"], tmp_path)
+    assert "predictions to lightning_logs/version_0/predict/version_0/predictions.csv" in predicted.stdout + predicted.stderr
     assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]  # no new run folders
     assert "test/acc" in scalars(run / "test" / "version_0") and (run / "test" / "version_0" / "test_report").is_dir()
     assert (run / "predict" / "version_0" / "predictions.csv").is_file()
