@@ -155,15 +155,28 @@ def rows_of(result: dict[str, Any], points: list[Any]) -> list[list[Any]]:
     return rows
 
 
+def run_labels(run: Run) -> dict[str, Any]:
+    """The roles and points a run serves in a plan, as its result.json records them."""
+    return {"roles": list(run.roles),
+            "points": [{"axis": p.axis, "value": p.value, "param": p.param, "settings": p.settings} for p in run.points]}
+
+
 def write_results_csv(out: Path, plan: list[Run]) -> Path:
-    """results.csv from the finished runs of ``plan``, each with the points it serves in the plan (not the
-    ones it was trained for: a run trained while tuning was pending may serve fewer once the winner is known).
-    Results left in the folder by an earlier version of the config do not mix in."""
+    """results.csv from the finished runs of ``plan``, each with the roles and points it serves in the plan (not
+    the ones it was trained for: a run trained while tuning was pending serves other points once the winner is
+    known: the first candidate stops being the main run, the winner becomes it). A result.json whose labels the
+    plan has changed is rewritten with the plan's. Results of an earlier version of the config do not mix in."""
     results = {r["run_id"]: r for r in load_results(out) if r.get("version") == RESULT_VERSION}
     rows = [RESULT_COLUMNS]
     for run in plan:
-        if run.run_id in results:
-            rows += rows_of(results[run.run_id], list(run.points))
+        result = results.get(run.run_id)
+        if result is None:
+            continue
+        now = json.loads(json.dumps(run_labels(run)))  # as the file holds it: lists, not tuples
+        if {k: result.get(k) for k in now} != now:
+            result.update(now)
+            atomic_write_json(result_path(out, run), result)
+        rows += rows_of(result, list(run.points))
     path = out / "results.csv"
     atomic_write_csv(path, rows)
     return path
@@ -261,9 +274,8 @@ def train_run(run: Run, workdir: Path, data_dir: Optional[str] = None,
         "version": RESULT_VERSION,
         "run_id": run.run_id,
         "config_key": run.config_key,
-        "roles": list(run.roles),
+        **run_labels(run),
         "family": run.family,
-        "points": [{"axis": p.axis, "value": p.value, "param": p.param, "settings": p.settings} for p in run.points],
         "backbone": run.backbone,
         "kwargs": run.kwargs,
         "seed": run.seed,

@@ -1,6 +1,7 @@
 """The study: config, plan (tuning, axes of any fit setting, baselines' own recipes, budget, anchors),
 statistics against hand-computed values, runs, resume, shards, report."""
 
+import csv
 import json
 import math
 import re
@@ -16,6 +17,7 @@ from scipy import stats as scipy_stats
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.study.config import StudyConfigError, load_study, parse_study
 from lightning_cifar.study.plan import BASELINE_AXIS, Tuning, choose, expand, parse_shard, shard
+from lightning_cifar.study.runner import RESULT_COLUMNS, write_results_csv
 from lightning_cifar.study.stats import (
     holm,
     line_with_lack_of_fit,
@@ -405,6 +407,20 @@ def test_a_run_trained_before_tuning_finished_serves_the_points_the_final_plan_g
     plan = expand(study, choose(study, results))
     group = Results(tmp_path, plan).group("width", 1)
     assert [r["test_acc"] for r in group.results] == [0.5]  # the winner's run, not the one recorded as "width=1"
+    # The labels follow the final plan, in results.csv and in the runs' own files: the first candidate is a
+    # tuning run only, the winner (trained as "tune") is also the main run of the base network.
+    for record in results.values():
+        record.update({k: "" for k in RESULT_COLUMNS if k not in record}, kwargs={}, val_acc_curve=[], train_acc_curve=[])
+        (tmp_path / "runs" / record["run_id"] / "result.json").write_text(json.dumps(record))
+    write_results_csv(tmp_path, plan)
+    with open(tmp_path / "results.csv") as f:
+        roles = {(row["run_id"], row["axis"]): row["role"] for row in csv.DictReader(f)}
+    winner = next(r for r in plan if len(r.points) == 2)
+    assert roles == {(first.run_id, "tune:cnn"): "tune", (winner.run_id, "tune:cnn"): "tune,main",
+                     (winner.run_id, "width"): "tune,main"}
+    saved = {r.run_id: json.loads((tmp_path / "runs" / r.run_id / "result.json").read_text()) for r in plan}
+    assert saved[first.run_id]["roles"] == ["tune"] and saved[winner.run_id]["roles"] == ["tune", "main"]
+    assert [p["axis"] for p in saved[winner.run_id]["points"]] == ["tune:cnn", "width"]
 
 
 @pytest.mark.parametrize("short, long, verdict", [
