@@ -439,6 +439,13 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
+def shade(colour: str, strength: float) -> tuple[float, float, float]:
+    """``colour`` mixed with white: ``strength`` 1 is the colour itself, smaller is lighter."""
+    from matplotlib.colors import to_rgb
+
+    return tuple(1 - strength * (1 - c) for c in to_rgb(colour))  # type: ignore[return-value]
+
+
 def colours(study: StudyConfig) -> dict[str, str]:
     return {axis.name: AXIS_COLOURS[i % len(AXIS_COLOURS)] for i, axis in enumerate(study.axes)}
 
@@ -456,10 +463,13 @@ def plot_axes(by_axis: dict[str, list[Group]], study: StudyConfig, base: Optiona
     for ax, axis in zip(panels[0], axes):
         groups = by_axis[axis.name]
         xs = list(range(len(groups))) if axis.scale == "categorical" else [g.value for g in groups]
+        # A categorical axis (kernel schedules) has no order to draw a line along.
         ax.errorbar(xs, [100 * g.acc.value for g in groups], yerr=[100 * (g.acc.half or 0) for g in groups],
-                    fmt="o-", capsize=4, color=colour[axis.name], label="mean ± 95 % CI (seeds)")
+                    fmt="o" if axis.scale == "categorical" else "o-", capsize=4, color=colour[axis.name],
+                    label="mean ± 95 % CI (seeds)")
         for x, g in zip(xs, groups):
-            ax.scatter([x] * len(g.accs), [100 * a for a in g.accs], s=12, color="tab:gray", alpha=0.6, zorder=3)
+            ax.scatter([x] * len(g.accs), [100 * a for a in g.accs], s=12, color="tab:gray", alpha=0.6, zorder=3,
+                       label="each seed")
             if g.first("config_key") == base:
                 ax.scatter([x], [100 * g.acc.value], s=90, facecolors="none", edgecolors=BASE_COLOUR, zorder=4,
                            label="base network")
@@ -467,14 +477,17 @@ def plot_axes(by_axis: dict[str, list[Group]], study: StudyConfig, base: Optiona
             ax.set_xscale("log", base=2)
         ax.set_xticks(xs)
         ax.set_xticklabels([f"{'-'.join(map(str, g.value)) if isinstance(g.value, list) else g.value}\n"
-                            f"{human(g.first('flops_per_image'))} FLOPs" for g in groups], fontsize=7)
+                            f"{human(g.first('flops_per_image'))} FLOPs" for g in groups], fontsize=9)
         ax.set_ylim(low, high)
         ax.set_xlabel(f"{axis.param.replace('model.backbone_kwargs.', '')}" + (" (log scale)" if axis.scale == "log2" else ""))
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{axis.name} ({axis.kind})", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    # One legend below the panels, off the data: it is the same in every panel.
+    handles, labels = panels[0][0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    fig.legend(list(unique.values()), list(unique), loc="lower center", ncol=len(unique), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     atomic_write_bytes(path, _png(fig))
     plt.close(fig)
 
@@ -516,7 +529,7 @@ def plot_compute(by_axis: dict[str, list[Group]], baselines: list[Group], study:
             front = pareto(everything)
             ax.plot([f[0] for f in front], [f[1] for f in front], "--", color=BASE_COLOUR, linewidth=1,
                     label="Pareto front (CNNs)")
-        if baselines and key == "params":
+        if baselines:
             ax.scatter([g.first(key) for g in baselines], [100 * g.acc.value for g in baselines], marker="*", s=120,
                        color=BASELINE_COLOUR, label="fully connected", zorder=4)
             for g in baselines:
@@ -528,7 +541,7 @@ def plot_compute(by_axis: dict[str, list[Group]], baselines: list[Group], study:
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
     panels[0].set_title("Accuracy against compute")
-    panels[1].set_title("Accuracy against size (with the fully connected networks)")
+    panels[1].set_title("Accuracy against size")
     # One legend below both panels: a cheap network that beats the trend (a constant-kernel one) lands in the upper
     # left, where a legend inside a panel would hide it. The same colours in both panels, so one legend serves both.
     handles, labels = panels[1].get_legend_handles_labels()
@@ -548,10 +561,11 @@ def plot_curves(by_axis: dict[str, list[Group]], baselines: list[Group], study: 
         return
     # One y-range for all panels, so that their curves compare at a glance.
     fig, panels = plt.subplots(1, len(panels_data), figsize=(4.6 * len(panels_data), 4.2), squeeze=False, sharey=True)
-    cmap = plt.get_cmap("viridis")
+    colour = {**colours(study), BASELINE_AXIS: BASELINE_COLOUR}
     for ax, (name, groups) in zip(panels[0], panels_data):
         for i, g in enumerate(groups):
-            c = BASE_COLOUR if g.base else cmap(i / max(1, len(groups) - 1))  # the base: black in every panel
+            # The panel's colour from axes.png and compute.png, lighter to darker along the axis; the base black.
+            c = BASE_COLOUR if g.base else shade(colour[name], 0.35 + 0.65 * i / max(1, len(groups) - 1))
             for key, style in (("val_acc_curve", "-"), ("train_acc_curve", "--")):
                 curves = [r[key] for r in g.results if r.get(key)]
                 if curves:
@@ -561,7 +575,10 @@ def plot_curves(by_axis: dict[str, list[Group]], baselines: list[Group], study: 
         ax.set_title(f"{name}: val (solid), train subset (dashed)", fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right", title="point", title_fontsize=8)
+        # Below the panel, off the curves.
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=min(3, len(groups)), title="point",
+                  title_fontsize=8, frameon=False)
+        ax.tick_params(labelsize=9)
     panels[0][0].set_ylabel("accuracy (%), mean of seeds")
     fig.tight_layout()
     atomic_write_bytes(path, _png(fig))
