@@ -21,7 +21,7 @@ from lightning_cifar.errors import LightningCifarError
 RUNTIME_MODEL_KEYS = ("tta", "channels_last", "compile")
 
 
-def explicit_model_keys(args: Any, subcommand: str, config_file_keys: Iterable[str] = ()) -> set[str]:
+def explicit_model_keys(args: Any, config_file_keys: Iterable[str] = ()) -> set[str]:
     """The ``model`` settings the user gave, as opposed to defaults: on the command line (``args``, or
     ``sys.argv`` when None), in a config mapping (the study's), or in config files (``config_file_keys``, as
     the files were read by the parser)."""

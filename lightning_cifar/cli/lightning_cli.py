@@ -193,8 +193,9 @@ class CifarCLI(LightningCLI):
             return
         config = self.config[subcommand]
         if subcommand == "fit" and config.get("output"):
-            raise LightningCifarError(f"--output={config['output']}: --output is for validate, test and predict; fit"
-                                      " writes its run folder under --trainer.default_root_dir (lightning_logs/version_N)")
+            raise LightningCifarError(f"--output={config['output']}: --output is for validate, test and predict;"
+                                      " fit writes its run folder under --trainer.default_root_dir"
+                                      " (lightning_logs/version_N)")
         if "weights_only" in config and config["weights_only"] is None:
             # Explicit, so that TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot turn it off behind the user's back.
             config["weights_only"] = True
@@ -240,8 +241,8 @@ class CifarCLI(LightningCLI):
             rank_zero_info(f"{label} was written by lightning-cifar 0.1, which left standardising the"
                            f" images to the data module (its normalize={str(legacy).lower()}); the model takes that"
                            f" setting over: --model.normalize={str(legacy).lower()}")
-        runtime = reconcile_model_settings(config["model"], checkpoint.get(MODEL_HPARAMS) or {},
-                                           explicit_model_keys(args, subcommand, self.config_files.model_keys(subcommand)), label)
+        given = explicit_model_keys(args, self.config_files.model_keys(subcommand))
+        runtime = reconcile_model_settings(config["model"], checkpoint.get(MODEL_HPARAMS) or {}, given, label)
         self._apply_model_settings(subcommand, checkpoint, runtime)
         self.checkpoint, self.ckpt_path = checkpoint, str(path)
         # LightningCLI applies a checkpoint's settings when it finds a ckpt_path after parse_arguments, by
@@ -264,7 +265,8 @@ class CifarCLI(LightningCLI):
         config = self.config[subcommand] if subcommand else self.config
         seed = config.get("seed_everything")
         threads = config["threads"]
-        if seed is not None and seed is not False and threads.get("enabled") is not True and threads.get("count") is None:
+        seeded = seed is not None and seed is not False
+        if seeded and threads.get("enabled") is not True and threads.get("count") is None:
             # A seeded run trains with one thread count, whatever the load (a different count sums in a different
             # order): the count this process has, written into the run's saved config.
             threads["count"] = torch.get_num_threads()

@@ -24,7 +24,7 @@ COMMAND_OPTIONS = (
     ("-c, --config FILE", "a YAML file of options (`--print_config` writes one with every option and its value)"),
     ("--print_config", "print the whole configuration these options give, and stop"),
     ("--ckpt_path PATH", "a .ckpt file, `last`, `best`, or a run folder (its best checkpoint); fit resumes from it"),
-    ("--seed_everything INT", "the seed (default 0); `false` for none, which also lets the thread count follow the load"),
+    ("--seed_everything INT", "the seed (default 0); `false` for none, and a thread count that follows the load"),
     ("--output DIR", "validate / test / predict: where to write (default: next to the checkpoint's run)"),
     ("--check_memory BOOL", "refuse a network that cannot fit in memory before building it (default true)"),
 )

@@ -35,16 +35,12 @@ class RunLogger(TensorBoardLogger):
         super().__init__(*args, default_hp_metric=False, **kwargs)
 
     @rank_zero_only
-    def save(self) -> None:
-        super().save()
-        # Lightning writes hparams.yaml only where there is none yet: a folder used again (--output) would keep
-        # the settings of the command that used it first.
-        if self.hparams and Path(self.log_dir).is_dir():
-            save_hparams_to_yaml(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE), self.hparams)
-
-    @rank_zero_only
     def log_hyperparams(self, params: Any, metrics: Any = None) -> None:
-        super().log_hyperparams(params, metrics)  # hparams.yaml; with metrics, Lightning's own summary too
+        super().log_hyperparams(params, metrics)  # with metrics, Lightning's own summary too
+        # Written now, once: Lightning's save() writes hparams.yaml only where there is none yet, so a folder used
+        # again (--output) would keep the settings of the command that used it first.
+        Path(self.log_dir).mkdir(parents=True, exist_ok=True)
+        save_hparams_to_yaml(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE), self.hparams)
         if metrics is None:
             flat = _flat(dict(params) if not isinstance(params, dict) else params)
             for summary in hparams_summary(flat, {name: 0.0 for name in COMPARED_METRICS}):

@@ -183,13 +183,16 @@ def _as_patterns(patterns: Patterns) -> list[str]:
     return [patterns] if isinstance(patterns, str) else list(patterns or [])
 
 
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
 def list_backbones(include: Patterns = None, exclude: Patterns = None) -> list[str]:
     """Registered names, sorted, that match any of the shell-style wildcards ``include`` (all names when
     none is given) and none of ``exclude``: ``list_backbones("cnn_*", exclude="cnn_seed")``, as torchvision's
     ``list_models``."""
     wanted, unwanted = _as_patterns(include) or ["*"], _as_patterns(exclude)
-    return [name for name in entries()
-            if any(fnmatch.fnmatchcase(name, p) for p in wanted) and not any(fnmatch.fnmatchcase(name, p) for p in unwanted)]
+    return [name for name in entries() if _matches(name, wanted) and not _matches(name, unwanted)]
 
 
 def get_backbone_entry(name: str) -> BackboneEntry:

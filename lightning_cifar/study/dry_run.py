@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import time
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
 from lightning_cifar.models.measure import IMAGE_SHAPE
 from lightning_cifar.study.plan import Run
 from lightning_cifar.study.runner import describe_network
-from lightning_cifar.tools.threads import BUSY_CORE_FRACTION, clock, own_cpu_seconds, read_busy_seconds
+from lightning_cifar.tools.threads import BUSY_CORE_FRACTION, others_busy_cores, own_cores, sample
 from lightning_cifar.training.classifier import Classifier
 
 TRAIN_IMAGES = 45_000  # 50,000 minus the default 5,000 held out for validation
@@ -61,23 +60,9 @@ def estimate_seconds(config: Any, images_per_s: float) -> float:
     return epochs * TRAIN_IMAGES / images_per_s + tta * (epochs * 10_000 + 10_000) / (3 * images_per_s)
 
 
-class OthersLoad:
-    """How many of this process's cores other processes kept busy between ``start`` and ``cores_busy``
-    (/proc/stat, as ``tools.threads`` measures it); None where that cannot be read."""
-
-    def __init__(self) -> None:
-        self.cores = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
-        self.start = (clock(), read_busy_seconds(self.cores), own_cpu_seconds())
-
-    def cores_busy(self) -> Optional[float]:
-        wall, busy, own = clock(), read_busy_seconds(self.cores), own_cpu_seconds()
-        if busy is None or self.start[1] is None or wall <= self.start[0]:
-            return None
-        return max(0.0, (busy - self.start[1] - (own - self.start[2])) / (wall - self.start[0]))
-
-
 def dry_run(runs: list[Run], configs: dict[str, Any], pending: set[str]) -> None:
-    load = OthersLoad()
+    cores = own_cores()
+    before = sample(cores)  # other processes' load while the probes run: it slows them
     probes: dict[str, float] = {}
     total = 0.0
     print(f"{'run':<34} {'role':<6} {'points':<40} {'params':>10} {'FLOPs/img':>10} {'img/s':>7} {'est. s':>7}")
@@ -100,7 +85,8 @@ def dry_run(runs: list[Run], configs: dict[str, Any], pending: set[str]) -> None
     spent = f"{total / 3600:.1f} hours" if total >= 3600 else f"{max(1, round(total / 60))} min"
     print(f"\n{len(runs)} runs; estimated {spent} in all (the fastest of 3 steps per configuration on"
           f" random input on {', '.join(sorted(devices))} of this machine; data loading not included){note}")
-    others = load.cores_busy()
-    if others is not None and others > BUSY_CORE_FRACTION:
-        print(f"measured while other processes kept {others:.1f} of {len(load.cores)} cores busy: on a quiet machine the"
+    after = sample(cores)
+    others = others_busy_cores(before, after) if before is not None and after is not None else 0.0
+    if others > BUSY_CORE_FRACTION:
+        print(f"measured while other processes kept {others:.1f} of {len(cores)} cores busy: on a quiet machine the"
               " runs take less; measure again when it is quiet")

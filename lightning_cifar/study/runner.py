@@ -158,7 +158,8 @@ def rows_of(result: dict[str, Any], points: list[Any]) -> list[list[Any]]:
 def run_labels(run: Run) -> dict[str, Any]:
     """The roles and points a run serves in a plan, as its result.json records them."""
     return {"roles": list(run.roles),
-            "points": [{"axis": p.axis, "value": p.value, "param": p.param, "settings": p.settings} for p in run.points]}
+            "points": [{"axis": p.axis, "value": p.value, "param": p.param, "settings": p.settings}
+                       for p in run.points]}
 
 
 def write_results_csv(out: Path, plan: list[Run]) -> Path:

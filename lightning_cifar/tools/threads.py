@@ -61,6 +61,26 @@ def own_cpu_seconds() -> float:
     return t.user + t.system
 
 
+def own_cores() -> set[int]:
+    """The cores this process may run on."""
+    return set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
+
+# (wall clock, the cores' busy seconds since boot, this process's CPU seconds) at one moment.
+Sample = tuple[float, float, float]
+
+
+def sample(cores: set[int]) -> Optional[Sample]:
+    busy = read_busy_seconds(cores)
+    return None if busy is None else (clock(), busy, own_cpu_seconds())
+
+
+def others_busy_cores(before: Sample, after: Sample) -> float:
+    """How many cores' worth of time other processes kept busy between two samples (ours subtracted)."""
+    wall, busy, own = (b - a for a, b in zip(before, after))
+    return max(0.0, (busy - own) / wall) if wall > 0 else 0.0
+
+
 def seeded() -> bool:
     """Whether this process's run was seeded (Lightning's ``seed_everything`` records the seed here)."""
     return os.environ.get("PL_GLOBAL_SEED") is not None
@@ -103,7 +123,7 @@ class ThreadsForLoad(pl.Callback):
         self.count = count
         self.interval_s = interval_s
         self._cores: set[int] = set()
-        self._last: Optional[tuple[float, float, float]] = None
+        self._last: Optional[Sample] = None
         self._restore: Optional[int] = None
         self._measured = False
         self.changes: list[tuple[int, float]] = []  # (threads, others' busy cores) at every change: what it did
@@ -119,10 +139,6 @@ class ThreadsForLoad(pl.Callback):
         deterministic = torch.are_deterministic_algorithms_enabled()
         return not user_chose and not deterministic and pl_module.device.type == "cpu"
 
-    def _sample(self) -> Optional[tuple[float, float, float]]:
-        busy = read_busy_seconds(self._cores)
-        return None if busy is None else (clock(), busy, own_cpu_seconds())
-
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last = None
         self._measured = False
@@ -132,9 +148,9 @@ class ThreadsForLoad(pl.Callback):
             return
         if not self._active(pl_module):
             return
-        self._cores = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+        self._cores = own_cores()
         self._restore = torch.get_num_threads()
-        self._last = self._sample()
+        self._last = sample(self._cores)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         if self._last is None:
@@ -144,13 +160,12 @@ class ThreadsForLoad(pl.Callback):
         if clock() - self._last[0] < due:
             return
         self._measured = True
-        now = self._sample()
+        now = sample(self._cores)
         if now is None:
             self._last = None
             return
-        wall, busy, own = (b - a for a, b in zip(self._last, now))
+        others = others_busy_cores(self._last, now)
         self._last = now
-        others = max(0.0, (busy - own) / wall) if wall > 0 else 0.0
         threads = threads_for(len(self._cores), others)
         if threads != torch.get_num_threads():
             torch.set_num_threads(threads)

@@ -306,7 +306,8 @@ class Classifier(pl.LightningModule):
             return
         provide = getattr(datamodule, "train_images", None)
         if not callable(provide):
-            given = f"the data module {type(datamodule).__name__}" if datamodule is not None else "a fit without a data module"
+            given = (f"the data module {type(datamodule).__name__}" if datamodule is not None
+                     else "a fit without a data module")
             raise LightningCifarError(
                 f"backbone {self.hparams.backbone!r} sets a layer from training images before training (a whitening"
                 f" layer), and {given} has no train_images(count) method to give them; use CIFAR10DataModule, or add"
