@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
 import yaml
 
 from lightning_cifar.errors import LightningCifarError
@@ -16,7 +17,7 @@ from lightning_cifar.study.config import StudyConfig, load_study
 from lightning_cifar.study.dry_run import dry_run
 from lightning_cifar.study.launchers.local import execute
 from lightning_cifar.study.launchers.ray import execute_on_ray
-from lightning_cifar.study.plan import choose, expand, parse_shard, pending_families, shard
+from lightning_cifar.study.plan import choose, expand, parse_shard, pending_families, shard, waits_for
 from lightning_cifar.study.report import write_report
 from lightning_cifar.study.runner import RESULT_VERSION, check_runs, load_results, write_results_csv
 
@@ -65,6 +66,9 @@ def study_command(argv: Sequence[str]) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
                         help="seeds of every point, e.g. --seeds 0 for a quick trial (overrides the study's seeds)")
     parser.add_argument("--epochs", type=int, metavar="N", help="epochs of every run (sets recipe.trainer.max_epochs)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="threads every run trains with, under either launcher, recorded in its result.json"
+                        " (default: this process's count, torch.get_num_threads())")
     parser.add_argument("--launcher", choices=["sequential", "ray"], default="sequential",
                         help="sequential: one run after another in this process (default); ray: every run a Ray task")
     parser.add_argument("--ray-address", help="address of a running Ray cluster (default: RAY_ADDRESS, else a local"
@@ -86,6 +90,9 @@ def study_command(argv: Sequence[str]) -> int:
     if ray_only and args.launcher != "ray":
         raise LightningCifarError(f"{', '.join(ray_only)} only apply to --launcher ray")
 
+    if args.threads is not None and args.threads < 1:
+        raise LightningCifarError(f"--threads={args.threads}: must be at least 1")
+    threads = args.threads or torch.get_num_threads()
     study = load_study(args.config, seeds=args.seeds, recipe=recipe)
     k, n = parse_shard(args.shard)
     out = Path(args.out)
@@ -103,7 +110,9 @@ def study_command(argv: Sequence[str]) -> int:
         runs = shard(expand(study, tuning), k, n)
         if not runs:
             raise LightningCifarError(f"shard {args.shard} of {args.config} has no runs")
-        dry_run(runs, check_runs(runs, out, args.data_dir), pending_families(study, tuning))
+        pending = pending_families(study, tuning)
+        later = {r.run_id for r in runs if waits_for(r, study, pending)}
+        dry_run(runs, check_runs(runs, out, threads, args.data_dir), pending, later, threads, set(results))
         return 0
     if not args.report_only:
         out.mkdir(parents=True, exist_ok=True)
@@ -112,10 +121,10 @@ def study_command(argv: Sequence[str]) -> int:
         if args.launcher == "ray":
             # Workers may start in another folder: a relative data path means the driver's.
             data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
-            execute_on_ray(study, out, k, n, data_dir=data_dir, address=args.ray_address,
+            execute_on_ray(study, out, k, n, threads, data_dir=data_dir, address=args.ray_address,
                            cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, log=log)
         else:
-            execute(study, out, k, n, data_dir=args.data_dir, log=log)
+            execute(study, out, k, n, threads, data_dir=args.data_dir, log=log)
     results = {r["run_id"]: r for r in load_results(out) if r.get("version") == RESULT_VERSION}
     plan = expand(study, choose(study, results))
     write_results_csv(out, plan)

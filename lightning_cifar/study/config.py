@@ -112,11 +112,13 @@ class Tune:
 
 @dataclass(frozen=True)
 class Budget:
-    """A subset trained again at ``multiplier`` x the epochs, to see which conclusions survive."""
+    """A subset trained again at ``multiplier`` x the epochs, to see which conclusions survive; with ``tune``,
+    the families named there have their recipe chosen again at that budget, on the validation split."""
 
     multiplier: int
     seeds: tuple[int, ...]
     points: tuple[str, ...]  # "base", "axis=value" labels or baseline labels
+    tune: tuple[Tune, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,27 @@ def _axis(i: int, axis: Any, source: str, allowed: dict[str, list[str]]) -> Axis
     return Axis(name, param, kind, scale, tuple(points))
 
 
+def _tunes(raw: Any, where: str, seeds: tuple[int, ...], labels: list[str], source: str,
+           allowed: dict[str, list[str]]) -> tuple[Tune, ...]:
+    _require(isinstance(raw, list), f"'{where}' must be a list of {{family, grid}} entries", source)
+    tunes = []
+    for i, t in enumerate(raw):
+        _require(isinstance(t, dict) and "family" in t and isinstance(t.get("grid"), dict) and t["grid"],
+                 f"{where}[{i}] needs 'family' ({CNN_FAMILY} or a baseline label) and a non-empty 'grid'", source)
+        family = str(t["family"])
+        _require(family in (CNN_FAMILY, *labels), f"{where}[{i}]: family {family!r}; allowed: "
+                 f"{', '.join((CNN_FAMILY, *labels))}", source)
+        grid = {}
+        for path, values in t["grid"].items():
+            _require(isinstance(values, list) and values, f"{where}[{i}].grid.{path}: a non-empty list of values",
+                     source)
+            grid[check_path(path, f"{where}[{i}].grid.{path}", source, allowed)] = tuple(values)
+        tunes.append(Tune(family, grid, _seeds(t.get("seeds", [seeds[0]]), f"{where}[{i}].seeds", source)))
+    families = [t.family for t in tunes]
+    _require(len(set(families)) == len(families), f"{where}: one entry per family, got {families}", source)
+    return tuple(tunes)
+
+
 def parse_study(data: Any, source: str = "<study>") -> StudyConfig:
     """Validate a loaded YAML document; every problem names the key and what is allowed."""
     _require(isinstance(data, dict), "a study config is a mapping with keys " + ", ".join(sorted(SECTIONS)), source)
@@ -278,33 +301,31 @@ def parse_study(data: Any, source: str = "<study>") -> StudyConfig:
     seeds = _seeds(data.get("seeds"), "seeds", source)
     _require(bool(axes) or bool(baselines), "the study has no axes and no baselines: it would make zero runs", source)
 
-    tunes = []
-    for i, t in enumerate(data.get("tune") or []):
-        _require(isinstance(t, dict) and "family" in t and isinstance(t.get("grid"), dict) and t["grid"],
-                 f"tune[{i}] needs 'family' ({CNN_FAMILY} or a baseline label) and a non-empty 'grid'", source)
-        family = str(t["family"])
-        _require(family in (CNN_FAMILY, *labels), f"tune[{i}]: family {family!r}; allowed: "
-                 f"{', '.join((CNN_FAMILY, *labels))}", source)
-        grid = {}
-        for path, values in t["grid"].items():
-            _require(isinstance(values, list) and values, f"tune[{i}].grid.{path}: a non-empty list of values", source)
-            grid[check_path(path, f"tune[{i}].grid.{path}", source, allowed)] = tuple(values)
-        tunes.append(Tune(family, grid, _seeds(t.get("seeds", [seeds[0]]), f"tune[{i}].seeds", source)))
-    families = [t.family for t in tunes]
-    _require(len(set(families)) == len(families), f"one tune entry per family, got {families}", source)
+    tunes = _tunes(data.get("tune") or [], "tune", seeds, labels, source, allowed)
+    study_grids = {t.family: set(t.grid) for t in tunes}
 
     budget = None
     if data.get("budget") is not None:
         b = data["budget"]
         _require(isinstance(b, dict) and isinstance(b.get("multiplier"), int) and b["multiplier"] > 1
                  and isinstance(b.get("points"), list) and b["points"],
-                 "'budget' needs 'multiplier' (an integer > 1), 'points' and optional 'seeds'", source)
+                 "'budget' needs 'multiplier' (an integer > 1), 'points', and optional 'seeds' and 'tune'", source)
+        unknown = set(b) - {"multiplier", "points", "seeds", "tune"}
+        _require(not unknown, f"budget: unknown key(s) {sorted(unknown)}; allowed: multiplier, points, seeds, tune",
+                 source)
         known = {"base", *labels, *(p.label for a in axes for p in a.points)}
         for p in b["points"]:
             _require(str(p) in known, f"budget point {p!r} is not 'base', an axis point or a baseline; known:"
                      f" {', '.join(sorted(known))}", source)
+        budget_tunes = _tunes(b.get("tune") or [], "budget.tune", seeds, labels, source, allowed)
+        for t in budget_tunes:
+            # A longer budget's recipe is chosen whole: a setting tuned at the study's budget but not here would
+            # carry a 6-epoch choice into the 24-epoch runs.
+            missing = sorted(study_grids.get(t.family, set()) - set(t.grid))
+            _require(not missing, f"budget.tune ({t.family}): the grid must also set {', '.join(missing)}, which the"
+                     f" family's tuning at the study's budget sets", source)
         budget = Budget(b["multiplier"], _seeds(b.get("seeds", list(seeds)), "budget.seeds", source),
-                        tuple(str(p) for p in b["points"]))
+                        tuple(str(p) for p in b["points"]), budget_tunes)
 
     anchors = []
     for i, a in enumerate(data.get("anchors") or []):

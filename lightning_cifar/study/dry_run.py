@@ -60,31 +60,51 @@ def estimate_seconds(config: Any, images_per_s: float) -> float:
     return epochs * TRAIN_IMAGES / images_per_s + tta * (epochs * 10_000 + 10_000) / (3 * images_per_s)
 
 
-def dry_run(runs: list[Run], configs: dict[str, Any], pending: set[str]) -> None:
+def dry_run(runs: list[Run], configs: dict[str, Any], pending: set[str], later: set[str], threads: int,
+            done: set[str]) -> None:
+    """Print every run of the plan with its size and estimated seconds, probing with the ``threads`` threads the
+    runs will train with. ``pending``: the tunings not finished; ``later``: the ids of runs whose settings wait for
+    them (planned with the first candidate); ``done``: the ids of runs with a result, left out of the estimate."""
     cores = own_cores()
     before = sample(cores)  # other processes' load while the probes run: it slows them
     probes: dict[str, float] = {}
     total = 0.0
     print(f"{'run':<34} {'role':<6} {'points':<40} {'params':>10} {'FLOPs/img':>10} {'img/s':>7} {'est. s':>7}")
     devices = set()
-    for run in runs:
-        config = configs[run.run_id]
-        devices.add(str(training_device(config)))
-        network = describe_network(run)
-        if run.config_key not in probes:
-            probes[run.config_key] = probe_images_per_s(run, config)
-        seconds = estimate_seconds(config, probes[run.config_key])
-        total += seconds
-        where = "; ".join(p.label for p in run.points)
-        if run.family in pending and "tune" not in run.roles:
-            where += " (tuned later)"
-        print(f"{run.run_id:<34} {','.join(run.roles):<6} {where[:40]:<40} {network['params']:>10,} "
-              f"{network['flops_per_image'] / 1e6:>9.1f}M {probes[run.config_key]:>7.0f} {seconds:>7.0f}", flush=True)
-    note = (f"; families {', '.join(sorted(pending))} are planned with their first tuning candidate until their"
+    restore = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for run in runs:
+            config = configs[run.run_id]
+            network = describe_network(run)
+            where = "; ".join(p.label for p in run.points)
+            if run.run_id in later:
+                where += " (tuned later)"
+            if run.run_id in done:
+                print(f"{run.run_id:<34} {','.join(run.roles):<6} {where[:40]:<40} {network['params']:>10,} "
+                      f"{network['flops_per_image'] / 1e6:>9.1f}M {'':>7} {'done':>7}", flush=True)
+                continue
+            devices.add(str(training_device(config)))
+            if run.config_key not in probes:
+                probes[run.config_key] = probe_images_per_s(run, config)
+            seconds = estimate_seconds(config, probes[run.config_key])
+            total += seconds
+            print(f"{run.run_id:<34} {','.join(run.roles):<6} {where[:40]:<40} {network['params']:>10,} "
+                  f"{network['flops_per_image'] / 1e6:>9.1f}M {probes[run.config_key]:>7.0f} {seconds:>7.0f}",
+                  flush=True)
+    finally:
+        torch.set_num_threads(restore)
+    note = (f"; runs of {', '.join(sorted(pending))} are planned with their first tuning candidate until those"
             " tuning runs are done") if pending else ""
     spent = f"{total / 3600:.1f} hours" if total >= 3600 else f"{max(1, round(total / 60))} min"
-    print(f"\n{len(runs)} runs; estimated {spent} in all (the fastest of 3 steps per configuration on"
-          f" random input on {', '.join(sorted(devices))} of this machine; data loading not included){note}")
+    left = len(runs) - len(done & {r.run_id for r in runs})
+    finished = f" ({len(runs) - left} done, {left} to run)" if left < len(runs) else ""
+    where = f" on {', '.join(sorted(devices))} of this machine, {threads} thread{'s' if threads != 1 else ''}"
+    if not left:
+        print(f"\n{len(runs)} runs, all done: nothing to run")
+        return
+    print(f"\n{len(runs)} runs{finished}; estimated {spent} for the runs to run (the fastest of 3 steps per"
+          f" configuration on random input{where if devices else ''}; data loading not included){note}")
     after = sample(cores)
     others = others_busy_cores(before, after) if before is not None and after is not None else 0.0
     if others > BUSY_CORE_FRACTION:

@@ -19,11 +19,10 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def describe(device: torch.device) -> str:
+def describe(device: torch.device, threads: int) -> str:
     """The device a run trained on, e.g. 'NVIDIA H200' or 'AMD EPYC, 2 threads'."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    threads = torch.get_num_threads()
     return f"{cpu_name()}, {threads} thread{'s' if threads != 1 else ''}"
 
 

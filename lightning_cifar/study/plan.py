@@ -9,9 +9,11 @@ winner) share it, and a rerun of the study recognises finished runs in any order
 The plan has four roles, in the order they run:
 
 * ``tune``: each tuned family's grid on its representative network (the base network for
-  ``cnn``, the baseline itself otherwise), chosen by validation accuracy;
+  ``cnn``, the baseline itself otherwise), chosen by validation accuracy; and, where the budget
+  check names a family in its own ``tune``, that family's grid again at the longer budget;
 * ``main``: every axis point and baseline, with its family's tuned settings;
-* ``budget``: a subset again at several times the epochs;
+* ``budget``: a subset again at several times the epochs, with the settings chosen at that budget
+  where the budget check tunes the family, else with the study's;
 * ``anchor``: fit configs trained exactly as written (the seed notebook's recipes).
 """
 
@@ -26,12 +28,14 @@ from typing import Any, Callable, Optional
 from lightning_cifar import registry
 from lightning_cifar.cli.lightning_cli import trainer_defaults
 from lightning_cifar.files import read_yaml
-from lightning_cifar.study.config import CNN_FAMILY, RECIPE_SECTIONS, Point, StudyConfig, StudyConfigError, apply
+from lightning_cifar.study.config import CNN_FAMILY, RECIPE_SECTIONS, Point, StudyConfig, StudyConfigError, Tune, apply
 
 BASELINE_AXIS = "baseline"
 ANCHOR_AXIS = "anchor"
 BUDGET_AXIS = "budget"
 TUNE_PREFIX = "tune:"
+# Tuning at the budget check's epochs: "tune@4x:cnn".
+BUDGET_TUNE_FORMAT = "tune@{multiplier}x:"
 ROLES = ("tune", "main", "budget", "anchor")
 # Data settings that say where the files are, not how to train: anchors take them from the study.
 DATA_LOCATION = ("data_dir", "download", "verify")
@@ -91,11 +95,17 @@ def tune_label(settings: dict[str, Any]) -> str:
 
 @dataclass
 class Tuning:
-    """What the tuning runs chose: the winning settings of each tuned family (empty until its runs finished)."""
+    """What the tuning runs chose: the winning settings of each tuned family (empty until its runs finished),
+    at the study's budget and, in ``budget``, at the budget check's."""
 
     winners: dict[str, dict[str, Any]] = field(default_factory=dict)
     table: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # family -> candidates with scores
     pending: dict[str, int] = field(default_factory=dict)  # family -> tuning runs still missing
+    budget: Optional[Tuning] = None
+
+
+def budget_tune_prefix(study: StudyConfig) -> str:
+    return BUDGET_TUNE_FORMAT.format(multiplier=study.budget.multiplier if study.budget else 0)
 
 
 def family_config(study: StudyConfig, family: str) -> dict[str, Any]:
@@ -110,20 +120,26 @@ def family_config(study: StudyConfig, family: str) -> dict[str, Any]:
 
 def choose(study: StudyConfig, results: dict[str, dict[str, Any]]) -> Tuning:
     """The tuning candidates' mean final validation accuracy over their seeds, and each family's winner
-    (ties: the first candidate listed). Never the test set. Tuning results are found by the point they
-    recorded (family and candidate settings), so a renamed or re-hashed run does not hide them."""
+    (ties: the first candidate listed), at the study's budget and at the budget check's. Never the test set.
+    Tuning results are found by the point they recorded (the tuning and the candidate's settings), so a
+    renamed or re-hashed run does not hide them."""
     scores: dict[tuple[str, str], dict[int, float]] = {}
     for result in results.values():
         curve = result.get("val_acc_curve")
         for point in result.get("points", []):
-            if point["axis"].startswith(TUNE_PREFIX) and curve:
-                key = (point["axis"][len(TUNE_PREFIX):], _canonical(point["settings"]))
-                scores.setdefault(key, {})[result["seed"]] = curve[-1]
+            if point["axis"].startswith("tune") and curve:
+                scores.setdefault((point["axis"], _canonical(point["settings"])), {})[result["seed"]] = curve[-1]
+    tuning = _choose(study.tune, TUNE_PREFIX, scores)
+    tuning.budget = _choose(study.budget.tune if study.budget else (), budget_tune_prefix(study), scores)
+    return tuning
+
+
+def _choose(tunes: tuple[Tune, ...], prefix: str, scores: dict[tuple[str, str], dict[int, float]]) -> Tuning:
     tuning = Tuning()
-    for tune in study.tune:
+    for tune in tunes:
         rows, missing = [], 0
         for candidate in tune.candidates():
-            found = scores.get((tune.family, _canonical(candidate)), {})
+            found = scores.get((prefix + tune.family, _canonical(candidate)), {})
             values = [found[seed] for seed in tune.seeds if seed in found]
             missing += len(tune.seeds) - len(values)
             rows.append({"settings": candidate, "label": tune_label(candidate), "val_acc": values,
@@ -156,6 +172,27 @@ def main_configs(study: StudyConfig, tuning: Tuning) -> dict[str, tuple[str, dic
     return main
 
 
+def longer(study: StudyConfig, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` at the budget check's epochs."""
+    return apply(config, {"trainer.max_epochs": max_epochs(config) * study.budget.multiplier})
+
+
+def budget_configs(study: StudyConfig, tuning: Tuning) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Label -> (family, fit configuration) of the budget check's runs: the main run's configuration at the longer
+    budget, with the settings chosen at that budget where the budget check tunes the family (its first candidate
+    while that tuning is pending)."""
+    main = main_configs(study, tuning)
+    chosen = tuning.budget or Tuning()
+    configs = {}
+    for label in study.budget.points:
+        family, config = main[label]
+        tune = next((t for t in study.budget.tune if t.family == family), None)
+        if tune is not None:
+            config = apply(config, chosen.winners.get(family) or tune.candidates()[0])
+        configs[label] = (family, longer(study, config))
+    return configs
+
+
 def base_key(study: StudyConfig, tuning: Tuning) -> str:
     """The config key of the base network's main runs."""
     config = main_configs(study, tuning)["base"][1]
@@ -186,6 +223,11 @@ def expand(study: StudyConfig, tuning: Optional[Tuning] = None,
             config = apply(family_config(study, tune.family), candidate)
             add("tune", tune.family, config, tune.seeds,
                 Point(f"{TUNE_PREFIX}{tune.family}", tune_label(candidate), ",".join(tune.grid), candidate))
+    for tune in study.budget.tune if study.budget else ():
+        for candidate in tune.candidates():
+            config = longer(study, apply(family_config(study, tune.family), candidate))
+            add("tune", tune.family, config, tune.seeds,
+                Point(budget_tune_prefix(study) + tune.family, tune_label(candidate), ",".join(tune.grid), candidate))
 
     main = main_configs(study, tuning)
     for axis in study.axes:
@@ -196,11 +238,9 @@ def expand(study: StudyConfig, tuning: Optional[Tuning] = None,
             Point(BASELINE_AXIS, baseline.label, "backbone"))
 
     if study.budget is not None:
-        for label in study.budget.points:
-            family, config = main[label]
-            longer = apply(config, {"trainer.max_epochs": max_epochs(config) * study.budget.multiplier})
-            add("budget", family, longer, study.budget.seeds,
-                Point(BUDGET_AXIS, label, "trainer.max_epochs", {"trainer.max_epochs": max_epochs(longer)}))
+        for label, (family, config) in budget_configs(study, tuning).items():
+            add("budget", family, config, study.budget.seeds,
+                Point(BUDGET_AXIS, label, "trainer.max_epochs", {"trainer.max_epochs": max_epochs(config)}))
 
     for anchor in study.anchors:
         loaded = read_yaml(anchor.config, "anchor config", StudyConfigError) or {}
@@ -213,13 +253,40 @@ def expand(study: StudyConfig, tuning: Optional[Tuning] = None,
         config["data"] = {**location, **config["data"]}
         add("anchor", f"anchor:{anchor.label}", config, anchor.seeds, Point(ANCHOR_AXIS, anchor.label, "config"))
 
+    # The tuning at the budget check's epochs decides the budget runs only: it runs after the main runs, just
+    # before the runs it decides, so that an interrupted study has its main points first.
     order = {role: i for i, role in enumerate(ROLES)}
-    return sorted(runs.values(), key=lambda r: min(order[role] for role in r.roles))
+    budget_tuning = budget_tune_prefix(study)
+
+    def phase(point: Point) -> float:
+        if point.axis.startswith(budget_tuning):
+            return order["budget"] - 0.5
+        if point.axis.startswith(TUNE_PREFIX):
+            return order["tune"]
+        return order.get({BUDGET_AXIS: "budget", ANCHOR_AXIS: "anchor"}.get(point.axis, "main"))
+
+    return sorted(runs.values(), key=lambda r: min(phase(p) for p in r.points))
 
 
 def pending_families(study: StudyConfig, tuning: Tuning) -> set[str]:
-    """Tuned families whose winner is not known yet."""
-    return {t.family for t in study.tune if t.family not in tuning.winners}
+    """Tuned families whose winner is not known yet: at the study's budget, or, as ``"FAMILY@4x"``, at the budget
+    check's."""
+    chosen = tuning.budget or Tuning()
+    return ({t.family for t in study.tune if t.family not in tuning.winners}
+            | {f"{t.family}@{study.budget.multiplier}x" for t in (study.budget.tune if study.budget else ())
+               if t.family not in chosen.winners})
+
+
+def waits_for(run: Run, study: StudyConfig, pending: set[str]) -> Optional[str]:
+    """The pending tuning (as :func:`pending_families` names it) that decides this run's settings, if any: a tuning
+    run never waits; a budget run waits for its family's tuning at the budget check's epochs where there is one."""
+    if "tune" in run.roles:
+        return None
+    if "budget" in run.roles and study.budget is not None:
+        longer_family = f"{run.family}@{study.budget.multiplier}x"
+        if longer_family in pending:
+            return longer_family
+    return run.family if run.family in pending else None
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -7,14 +7,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lightning_cifar.study.config import StudyConfig
-from lightning_cifar.study.plan import Run, choose, expand, pending_families, shard
+from lightning_cifar.study.plan import Run, choose, expand, pending_families, shard, waits_for
 from lightning_cifar.study.runner import RESULT_VERSION, load_results
 
 
 @dataclasses.dataclass
 class Pending:
     """Where a study stands: the plan, this shard's runs without a result, those of them that may start now
-    (tuning runs, and runs of families whose tuning is complete), and the families still being tuned."""
+    (tuning runs, and runs whose settings' tuning is complete), and the tunings still pending (as
+    :func:`~lightning_cifar.study.plan.pending_families` names them)."""
 
     plan: list[Run]
     shard_size: int
@@ -30,7 +31,7 @@ def current_state(study: StudyConfig, out: Path, k: int, n: int) -> Pending:
     blocked = pending_families(study, tuning)
     ours = shard(plan, k, n)
     mine = [r for r in ours if r.run_id not in results]
-    todo = [r for r in mine if "tune" in r.roles or r.family not in blocked]
+    todo = [r for r in mine if waits_for(r, study, blocked) is None]
     return Pending(plan, len(ours), mine, todo, blocked)
 
 

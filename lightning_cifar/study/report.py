@@ -21,23 +21,31 @@ import numpy as np
 
 from lightning_cifar.files import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from lightning_cifar.study.config import Axis, StudyConfig
-from lightning_cifar.study.plan import ANCHOR_AXIS, BASELINE_AXIS, BUDGET_AXIS, Run, base_key, choose
+from lightning_cifar.study.plan import ANCHOR_AXIS, BASELINE_AXIS, BUDGET_AXIS, Run, base_key, choose, tune_label
 from lightning_cifar.study.runner import PREDICTIONS, RESULT_VERSION, TEST_LABELS, load_results
 from lightning_cifar.study.stats import (
+    ALPHA,
     BOOTSTRAP_RESAMPLES,
+    EQUAL,
+    EQUIVALENCE_MARGIN,
+    GAIN,
+    LOSS,
+    RULE,
     Comparison,
     Estimate,
-    holm,
+    Judgement,
+    judge,
     line_with_lack_of_fit,
     mean_ci,
     paired_bootstrap,
+    paired_contrast,
+    prediction_half_width,
     sampling_half_width,
 )
 
 SUMMARY_COLUMNS = ["axis", "value", "role", "family", "backbone", "kernels", "n", "mean_test_acc", "std_test_acc",
                    "ci95_low", "ci95_high", "test_set_half_width", "mean_train_acc", "mean_val_acc", "params",
                    "flops_per_image", "receptive_field", "final_map", "mean_train_time_s"]
-ALPHA = 0.05
 # One colour per network family in every plot: the base network always black.
 BASE_COLOUR = "black"
 AXIS_COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
@@ -122,6 +130,10 @@ class Results:
     def compare(self, a: Group, b: Group) -> Comparison:
         return paired_bootstrap(self.correct(a), self.correct(b))
 
+    def step_change(self, a: Group, b: Group, c: Group) -> Comparison:
+        """How the step b → c differs from the step a → b: (c - b) - (b - a)."""
+        return paired_contrast([self.correct(c), self.correct(b), self.correct(a)], [1.0, -2.0, 1.0])
+
 
 # -- numbers as text -------------------------------------------------------------------------
 
@@ -156,11 +168,23 @@ def human(n: Optional[float]) -> str:
     return str(int(n))
 
 
-def verdict(c: Comparison, adjusted_p: Optional[float] = None) -> str:
-    p = c.p if adjusted_p is None else adjusted_p
-    if p >= ALPHA:
-        return "within noise"
-    return "a significant gain" if c.value > 0 else "a significant loss"
+def adjusted(p: float, at_floor: bool) -> str:
+    # No resample crossed the line: the raw p is only known to be under the bootstrap's resolution, and Holm's
+    # multiplied value an upper bound, not an estimate.
+    return f"{'≤' if at_floor else '='} {p:.3f}"
+
+
+def word_text(j: Judgement, gain: str = "a gain", loss: str = "a loss") -> str:
+    """The word the rule gives a comparison, with the Holm-adjusted p-value behind it."""
+    c = j.comparison
+    difference = f"Holm-adjusted p {adjusted(j.adjusted_p, c.p_at_floor)}"
+    margin = f"±{100 * EQUIVALENCE_MARGIN:g} point"
+    if j.word in (GAIN, LOSS):
+        return f"{gain if j.word == GAIN else loss} ({difference})"
+    equivalence = f"Holm-adjusted p {adjusted(j.adjusted_equivalence_p, j.adjusted_equivalence_p <= c.p_floor)}"
+    if j.word == EQUAL:
+        return f"equal within {margin} (two one-sided tests, {equivalence})"
+    return f"not resolved ({difference}; equal within {margin} not shown either, {equivalence})"
 
 
 # -- the pieces of the report ----------------------------------------------------------------
@@ -198,7 +222,7 @@ class Step:
     a: Group
     b: Group
     comparison: Comparison
-    adjusted_p: float = 1.0
+    judgement: Optional[Judgement] = None  # set once the whole family of steps is known
 
 
 def axis_steps(results: Results, axis: Axis, groups: list[Group]) -> list[Step]:
@@ -208,6 +232,35 @@ def axis_steps(results: Results, axis: Axis, groups: list[Group]) -> list[Step]:
     else:
         pairs = list(zip(groups, groups[1:]))
     return [Step(axis.name, a, b, results.compare(b, a)) for a, b in pairs]
+
+
+@dataclass
+class StepChange:
+    """How one step of an ordered axis differs from the step before it: do the gains shrink?"""
+
+    axis: str
+    a: Group
+    b: Group
+    c: Group
+    comparison: Comparison
+    judgement: Optional[Judgement] = None
+
+
+def step_changes(results: Results, axis: Axis, groups: list[Group]) -> list[StepChange]:
+    """Each pair of neighbouring steps of the same size on the axis's scale (a doubling and a doubling; width 2 to
+    2.25 is no step to set against 1 to 2)."""
+    if axis.scale == "categorical":
+        return []
+    position = (lambda v: math.log2(v)) if axis.scale == "log2" else (lambda v: float(v))
+    return [StepChange(axis.name, a, b, c, results.step_change(a, b, c)) for a, b, c in zip(groups, groups[1:], groups[2:])
+            if math.isclose(position(c.value) - position(b.value), position(b.value) - position(a.value), rel_tol=1e-6)]
+
+
+def judged(items: list[Any]) -> list[Any]:
+    """Each item's ``judgement`` set by the rule, the items forming one family of tests."""
+    for item, j in zip(items, judge([item.comparison for item in items])):
+        item.judgement = j
+    return items
 
 
 def fit_sentence(axis: Axis, groups: list[Group]) -> Optional[str]:
@@ -228,36 +281,79 @@ def fit_sentence(axis: Axis, groups: list[Group]) -> Optional[str]:
     return text + f"; a line fits the points (lack-of-fit F test {p_text(fit.lack_of_fit_p)})."
 
 
-def adjusted_p_text(step: Step) -> str:
-    # No resample crossed zero: the raw p is only known to be under the bootstrap's resolution, and Holm's
-    # multiplied value an upper bound, not an estimate.
-    bound = "≤" if step.comparison.p_at_floor else "="
-    return f"Holm-adjusted p {bound} {step.adjusted_p:.3f}"
+def ratio_text(b: Group, a: Group, key: str, name: str) -> Optional[str]:
+    ratio = b.first(key) / a.first(key)
+    return None if 1 / 1.1 <= ratio <= 1.1 else f"{ratio:.2f}x the {name}"
 
 
-def step_lines(steps: list[Step]) -> list[str]:
-    return [f"- {s.a.value} → {s.b.value}: {pts(s.comparison.value)} ({interval(s.comparison)}; "
-            f"{adjusted_p_text(s)}): {verdict(s.comparison, s.adjusted_p)}." for s in steps]
+def also_changed(a: Group, b: Group) -> str:
+    """What else a kernels step changes: parameters and FLOPs that differ by more than 10 %."""
+    parts = [t for t in (ratio_text(b, a, "params", "parameters"), ratio_text(b, a, "flops_per_image", "FLOPs")) if t]
+    return f"; {b.value} has {spoken_list(parts)} of {a.value}" if parts else ""
 
 
-def matched_compute(results: Results, study: StudyConfig, steps_by_axis: dict[str, list[Group]]) -> list[str]:
+def step_lines(steps: list[Step], kind: str = "") -> list[str]:
+    return [f"- {s.a.value} → {s.b.value}: {pts(s.comparison.value)} ({interval(s.comparison)}"
+            f"{also_changed(s.a, s.b) if kind == 'kernels' else ''}): {word_text(s.judgement)}." for s in steps]
+
+
+def step_change_lines(changes: list[StepChange]) -> list[str]:
+    return [f"- {c.b.value} → {c.c.value} against {c.a.value} → {c.b.value}: {pts(c.comparison.value)} "
+            f"({interval(c.comparison)}): {word_text(c.judgement, 'the later step is larger', 'the later step is smaller')}."
+            for c in changes]
+
+
+def pooling_stages(g: Group) -> Optional[int]:
+    final = g.first("final_map")
+    return None if not final else round(math.log2(32 / final))
+
+
+@dataclass
+class Pair:
+    """A deeper network against the wider network closest to it in FLOPs."""
+
+    deeper: Group
+    wider: Group
+    comparison: Comparison
+    judgement: Optional[Judgement] = None
+
+
+def matched_pairs(results: Results, study: StudyConfig, by_axis: dict[str, list[Group]]) -> list[Pair]:
     """Each depth point against the width point closest to it in FLOPs (within 1.5x)."""
-    widths = [g for a in study.axes if a.kind == "width" for g in steps_by_axis.get(a.name, [])]
-    lines = []
+    widths = [g for a in study.axes if a.kind == "width" for g in by_axis.get(a.name, [])]
+    pairs = []
     for axis in (a for a in study.axes if a.kind == "depth"):
-        for g in steps_by_axis.get(axis.name, []):
+        for g in by_axis.get(axis.name, []):
             if not widths:
                 break
             w = min(widths, key=lambda c: abs(math.log(c.first("flops_per_image") / g.first("flops_per_image"))))
             ratio = w.first("flops_per_image") / g.first("flops_per_image")
             if w.run_ids == g.run_ids or not 1 / 1.5 <= ratio <= 1.5:
                 continue
-            c = results.compare(g, w)
-            lines.append(
-                f"- At about {human(g.first('flops_per_image'))} FLOPs per image: deeper ({g.label}, "
-                f"{human(g.first('flops_per_image'))} FLOPs, {human(g.first('params'))} parameters, {pct(g.acc)}) "
-                f"against wider ({w.label}, {human(w.first('flops_per_image'))} FLOPs, {human(w.first('params'))} "
-                f"parameters, {pct(w.acc)}): deeper is {ahead(c.value)} ({interval(c)}, {p_text(c.p)}).")
+            pairs.append(Pair(g, w, results.compare(g, w)))
+    return judged(pairs)
+
+
+def side(g: Group) -> str:
+    return (f"{g.label}, {human(g.first('flops_per_image'))} FLOPs, {human(g.first('params'))} parameters, "
+            f"{pct(g.acc)}")
+
+
+def matched_compute(pairs: list[Pair]) -> list[str]:
+    lines = []
+    for pair in pairs:
+        g, w, c = pair.deeper, pair.wider, pair.comparison
+        ratio = g.first("flops_per_image") / w.first("flops_per_image")
+        stages, wide_stages = pooling_stages(g), pooling_stages(w)
+        pooling = ""
+        if stages != wide_stages and stages is not None and wide_stages is not None:
+            pooling = (f" The deeper network has {stages} pooling stage{'s' if stages != 1 else ''} (receptive field "
+                       f"{g.first('receptive_field')} pixels) against {wide_stages} ({w.first('receptive_field')} "
+                       "pixels): this pair compares pooling stages as much as depth.")
+        lines.append(
+            f"- Deeper ({side(g)}) against wider ({side(w)}); the deeper network has {ratio:.2f}x the wider one's "
+            f"FLOPs: deeper is {ahead(c.value)} ({interval(c)}): "
+            f"{word_text(pair.judgement, 'a gain for depth', 'a loss for depth')}.{pooling}")
     return lines or ["No depth point has a width point within 1.5x of its FLOPs."]
 
 
@@ -270,13 +366,24 @@ def spoken_list(items: list[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
+@dataclass
+class Versus:
+    """A fully connected network against a CNN, and the roles that CNN plays (base, closest in parameters, best)."""
+
+    mlp: Group
+    cnn: Group
+    roles: list[str]
+    comparison: Comparison
+    judgement: Optional[Judgement] = None
+
+
 def cnn_vs_mlp(results: Results, baselines: list[Group], cnns: list[Group], base: Optional[Group]) -> list[str]:
     """Each fully connected network against the base CNN, the CNN closest to it in parameters and the best
     CNN by validation accuracy; one line per distinct CNN, naming every role it plays."""
     if not baselines or not cnns:
         return ["The study has no baseline or no CNN point, so there is no comparison."]
     best_cnn, best_mlp = best_by_validation(cnns), best_by_validation(baselines)
-    lines = []
+    pairs = []
     for b in baselines:
         near = min(cnns, key=lambda c: abs(math.log(c.first("params") / b.first("params"))))
         roles: dict[frozenset[str], tuple[Group, list[str]]] = {}
@@ -284,27 +391,23 @@ def cnn_vs_mlp(results: Results, baselines: list[Group], cnns: list[Group], base
                           ("the best CNN by validation accuracy", best_cnn)):
             if cnn is not None:
                 roles.setdefault(frozenset(cnn.run_ids), (cnn, []))[1].append(what)
-        for cnn, what in roles.values():
-            c = results.compare(cnn, b)
-            lines.append(f"- `{b.value}` ({human(b.first('params'))} parameters, {pct(b.acc)}) against {cnn.label} "
-                         f"({human(cnn.first('params'))} parameters, {pct(cnn.acc)}; {spoken_list(what)}): the CNN "
-                         f"is {ahead(c.value)} ({interval(c)}, {p_text(c.p)}).")
+        pairs += [Versus(b, cnn, what, results.compare(cnn, b)) for cnn, what in roles.values()]
+    lines = []
+    for v in judged(pairs):
+        b, cnn, c = v.mlp, v.cnn, v.comparison
+        lines.append(f"- `{b.value}` ({human(b.first('params'))} parameters, {pct(b.acc)}) against {cnn.label} "
+                     f"({human(cnn.first('params'))} parameters, {pct(cnn.acc)}; {spoken_list(v.roles)}): the CNN "
+                     f"is {ahead(c.value)} ({interval(c)}): {word_text(v.judgement, 'a gain for the CNN', 'a loss for the CNN')}.")
     lines.append(f"- The best fully connected network by validation accuracy is `{best_mlp.value}`.")
     return lines
 
 
-def tuning_section(results: Results, study: StudyConfig) -> list[str]:
-    if not study.tune:
-        return []
-    tuning = choose(study, {r["run_id"]: r for r in results.all})
-    lines = ["## Recipes chosen on the validation split", "",
-             "Each family's settings below were chosen by the mean final validation accuracy over the tuning seeds, "
-             "at the study's budget; the test set played no part. The winner is used by every run of the family "
-             "(the `cnn` family: the base network and every axis point).", ""]
-    for tune in study.tune:
+def tuning_table(tunes: Any, tuning: Any, heading: str) -> list[str]:
+    lines = []
+    for tune in tunes:
         rows = tuning.table.get(tune.family, [])
         winner = tuning.winners.get(tune.family)
-        lines += [f"### `{tune.family}`", "", "| settings | val acc per seed | mean |", "| --- | --- | ---: |"]
+        lines += [f"### `{tune.family}`{heading}", "", "| settings | val acc per seed | mean |", "| --- | --- | ---: |"]
         for row in rows:
             mark = "**" if row["settings"] == winner else ""
             scores = ", ".join(f"{100 * s:.2f}" for s in row["val_acc"]) or "not run yet"
@@ -314,83 +417,151 @@ def tuning_section(results: Results, study: StudyConfig) -> list[str]:
     return lines
 
 
+def tuning_section(results: Results, study: StudyConfig) -> list[str]:
+    longer = study.budget.tune if study.budget else ()
+    if not study.tune and not longer:
+        return []
+    tuning = choose(study, {r["run_id"]: r for r in results.all})
+    lines = ["## Recipes chosen on the validation split", "",
+             "Each family's settings below were chosen by the mean final validation accuracy over the tuning seeds, "
+             "at the study's budget; the test set played no part. The winner is used by every run of the family "
+             "(the `cnn` family: the base network and every axis point).", ""]
+    lines += tuning_table(study.tune, tuning, "")
+    if longer:
+        lines += [f"At {study.budget.multiplier}x the epochs the budget check chooses again, the same way, for the "
+                  "families below; its runs of these families use the winner there.", ""]
+        lines += tuning_table(longer, tuning.budget, f" at {study.budget.multiplier}x the epochs")
+    return lines
+
+
+@dataclass
+class BudgetPair:
+    """Two budget points compared at the study's budget and at the longer one."""
+
+    a: str
+    b: str
+    short: Comparison
+    long: Comparison
+    judgements: tuple[Optional[Judgement], Optional[Judgement]] = (None, None)
+
+
 def budget_section(results: Results, study: StudyConfig,
                    main_group: dict[str, Group]) -> tuple[list[str], list[str]]:
-    """The section, and its lines on which differences hold at both budgets (the answers repeat them)."""
+    """The section, and its lines on which differences hold at both budgets (the answers repeat them). Every
+    comparison of the section (each point's change with the epochs, each pair at each budget) is one family."""
     if study.budget is None:
         return [], []
+    multiplier = study.budget.multiplier
+    tuning = choose(study, {r["run_id"]: r for r in results.all})
+    chosen = [f"`{t.family}` {tune_label(tuning.budget.winners[t.family])}" for t in study.budget.tune
+              if t.family in tuning.budget.winners]
+    recipe = (f", each family with its recipe chosen again at that budget on the validation split "
+              f"({'; '.join(chosen)})" if chosen else "")
     lines = ["## The budget check", "",
-             f"These points were trained again at {study.budget.multiplier}x the epochs "
-             f"(seeds {', '.join(map(str, study.budget.seeds))}).", "",
+             f"These points were trained again at {multiplier}x the epochs "
+             f"(seeds {', '.join(map(str, study.budget.seeds))}){recipe}.", "",
              "| point | study budget | longer budget | change |", "| --- | ---: | ---: | ---: |"]
-    long_groups = {}
+    long_groups, changes = {}, []
     for label in study.budget.points:
         short, long = main_group.get(label), results.group(BUDGET_AXIS, label)
         if short is None or long is None:
-            lines.append(f"| {label} | – | not run yet | – |")
-            continue
+            continue  # listed below as not run yet
         long_groups[label] = long
-        c = results.compare(long, short)
-        lines.append(f"| {label} | {pct(short.acc)} | {pct(long.acc)} | {pts(c.value)} ({interval(c)}) |")
-    lines.append("")
+        changes.append((label, short, long, results.compare(long, short)))
     labels = list(long_groups)
+    pairs = [BudgetPair(a, b, results.compare(main_group[a], main_group[b]), results.compare(long_groups[a],
+                                                                                            long_groups[b]))
+             for i, a in enumerate(labels) for b in labels[i + 1:]]
+    verdicts = judge([c for *_, c in changes] + [c for p in pairs for c in (p.short, p.long)])
+    for (label, short, long, c), j in zip(changes, verdicts):
+        lines.append(f"| {label} | {pct(short.acc)} | {pct(long.acc)} | {pts(c.value)} ({interval(c)}): {word_text(j)} |")
+    for label in study.budget.points:
+        if label not in long_groups:
+            short = main_group.get(label)
+            lines.append(f"| {label} | {pct(short.acc) if short is not None else 'not run yet'} | not run yet | – |")
+    lines.append("")
     held = []
-    for i, a in enumerate(labels):
-        for b in labels[i + 1:]:
-            short = results.compare(main_group[a], main_group[b])
-            long = results.compare(long_groups[a], long_groups[b])
-            verdict_text = budget_verdict(short, long, study.budget.multiplier)
-            held.append(f"- {a} against {b}: {pts(short.value)} ({interval(short)}) at the study's budget, "
-                        f"{pts(long.value)} ({interval(long)}) at {study.budget.multiplier}x: {verdict_text}.")
+    rest = verdicts[len(changes):]
+    for pair, short_j, long_j in zip(pairs, rest[0::2], rest[1::2]):
+        held.append(f"- {pair.a} against {pair.b}: {pts(pair.short.value)} ({interval(pair.short)}) at the study's "
+                    f"budget, {pts(pair.long.value)} ({interval(pair.long)}) at {multiplier}x: "
+                    f"{budget_verdict(short_j, long_j, multiplier)}.")
     if held:
-        lines += ["Which differences between these points hold at both budgets:", "", *held, ""]
+        lines += [f"Which differences between these points hold at both budgets ({len(verdicts)} tests, one Holm "
+                  "family with the changes above):", "", *held, ""]
     return lines, held
 
 
-def budget_verdict(short: Comparison, long: Comparison, multiplier: float) -> str:
-    """Whether a difference seen at the study's budget is seen, with the same sign, at the longer one."""
-    if short.excludes_zero and long.excludes_zero:
-        if (short.value > 0) == (long.value > 0):
-            return "holds at both budgets"
-        return "reversed at the longer budget"
-    if short.excludes_zero:
-        return f"does not hold: significant at the study's budget, within noise at {multiplier}x"
-    if long.excludes_zero:
-        return f"appears only at {multiplier}x: within noise at the study's budget"
-    return "within noise at both budgets"
+def budget_verdict(short: Judgement, long: Judgement, multiplier: float) -> str:
+    """Whether a difference seen at the study's budget is seen, with the same sign, at the longer one (by the rule)."""
+    def said(j: Judgement) -> str:
+        return {GAIN: "a gain", LOSS: "a loss", EQUAL: "equal within ±1 point"}.get(j.word, "not resolved")
+
+    if short.resolved and long.resolved:
+        return "holds at both budgets" if short.word == long.word else "reversed at the longer budget"
+    return f"{said(short)} at the study's budget, {said(long)} at {multiplier}x"
 
 
 def anchor_section(results: Results, study: StudyConfig) -> list[str]:
     if not study.anchors:
         return []
     lines = ["## The seed notebook as anchor", "",
-             "Trained exactly as their config files say (not tuned), test accuracy after the last epoch.", "",
-             "| anchor | config | seeds | test acc (mean ± seed CI) | notebook reported | difference |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+             "Trained exactly as their config files say (not tuned), test accuracy after the last epoch. The notebook "
+             "reports one run; the yardstick for one run is our recipe's 95 % prediction interval for a single run "
+             "(t, from our seeds), not the interval of our mean. With three seeds both are wide: the seeds' spread is "
+             "itself barely known.", "",
+             "| anchor | config | seeds | test acc (mean ± seed CI) | seeds' range | one run (95 % prediction) "
+             "| notebook reported | reading |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for anchor in study.anchors:
         g = results.group(ANCHOR_AXIS, anchor.label)
         if g is None:
-            lines.append(f"| {anchor.label} | `{anchor.config}` | 0 | not run yet | – | – |")
+            lines.append(f"| {anchor.label} | `{anchor.config}` | 0 | not run yet | – | – | – | – |")
             continue
         reported = f"{100 * anchor.reported:.2f} %" if anchor.reported is not None else "–"
-        diff = pts(g.acc.value - anchor.reported) if anchor.reported is not None else "–"
-        lines.append(f"| {anchor.label} | `{anchor.config}` | {len(g.results)} | {pct(g.acc)} | {reported} | {diff} |")
+        spread = f"{100 * min(g.accs):.2f} to {100 * max(g.accs):.2f} %"
+        half = prediction_half_width(g.accs)
+        one_run = "–" if half is None else f"{100 * (g.acc.value - half):.2f} to {100 * (g.acc.value + half):.2f} %"
+        lines.append(f"| {anchor.label} | `{anchor.config}` | {len(g.results)} | {pct(g.acc)} | {spread} | {one_run} "
+                     f"| {reported} | {anchor_reading(g.accs, anchor.reported)} |")
     return lines + [""]
 
 
-def answers(study: StudyConfig, steps: dict[str, list[Step]], by_axis: dict[str, list[Group]],
-            matched: list[str], versus: list[str], held: list[str]) -> list[str]:
-    """The headline: every axis step with its interval and Holm-adjusted verdict and the line fit; width
-    against depth at matched compute; the CNN against the best MLP; what the budget check kept."""
-    lines = ["## Answers", "", "Each step: the change in test accuracy, its 95 % interval, and whether it survives "
-             "Holm's correction (details in the sections below).", ""]
+def anchor_reading(accs: list[float], reported: Optional[float]) -> str:
+    """Whether the notebook's one run is a plausible run of our recipe, and where it lies among our seeds."""
+    half = prediction_half_width(accs)
+    if reported is None:
+        return "–"
+    if half is None:
+        return "one seed: no interval to compare with"
+    centre = mean(accs)
+    among = ("within our seeds' range" if min(accs) <= reported <= max(accs)
+             else f"{'above' if reported > max(accs) else 'below'} all {len(accs)} of our seeds")
+    if abs(reported - centre) <= half:
+        return f"consistent: inside the prediction interval, {among}"
+    return f"not consistent: {'above' if reported > centre else 'below'} the prediction interval"
+
+
+def answers(study: StudyConfig, steps: dict[str, list[Step]], changes: dict[str, list[StepChange]],
+            by_axis: dict[str, list[Group]], matched: list[str], versus: list[str], held: list[str]) -> list[str]:
+    """The headline: every axis step with its interval and the word the rule gives it, how the steps change, the
+    line fit; width against depth at matched compute; the CNN against the MLPs; what the budget check kept."""
+    lines = ["## Answers", "", "Each step: the change in test accuracy, its 95 % interval, and the word the rule "
+             "above gives it (details in the sections below).", ""]
     for axis in study.axes:
-        if axis.name not in steps:
+        if not steps.get(axis.name):
             continue
         parts = [f"{s.a.value} → {s.b.value}: {pts(s.comparison.value)} ({100 * s.comparison.low:+.2f} to "
-                 f"{100 * s.comparison.high:+.2f}; {verdict(s.comparison, s.adjusted_p)})" for s in steps[axis.name]]
+                 f"{100 * s.comparison.high:+.2f}{also_changed(s.a, s.b) if axis.kind == 'kernels' else ''}; "
+                 f"{s.judgement.word})" for s in steps[axis.name]]
         lines.append(f"- **{axis.name}** ({axis.kind}, `{axis.param.replace('model.backbone_kwargs.', '')}`): "
                      + "; ".join(parts) + ".")
+        if changes.get(axis.name):
+            said = {GAIN: "larger", LOSS: "smaller", EQUAL: "equal within ±1 point"}
+            parts = [f"{c.b.value} → {c.c.value} against the step before: {pts(c.comparison.value)} "
+                     f"({100 * c.comparison.low:+.2f} to {100 * c.comparison.high:+.2f}; "
+                     f"{said.get(c.judgement.word, c.judgement.word)})" for c in changes[axis.name]]
+            lines.append("  How the steps change: " + "; ".join(parts) + ".")
         sentence = fit_sentence(axis, by_axis[axis.name])
         if sentence:
             lines.append(f"  {sentence}")
@@ -621,11 +792,13 @@ def write_report(out: Path, study: StudyConfig, plan: list[Run], command: str = 
     if base_group is not None:
         main_by_label["base"] = base_group
 
-    # Every step test of every axis is one family for Holm's correction.
+    # Every step test of every axis is one family for Holm's correction; how the steps change, another.
     steps = {axis.name: axis_steps(results, axis, by_axis[axis.name]) for axis in study.axes if len(by_axis[axis.name]) > 1}
-    flat = [s for group in steps.values() for s in group]
-    for s, p in zip(flat, holm([s.comparison.p for s in flat])):
-        s.adjusted_p = p
+    flat = judged([s for group in steps.values() for s in group])
+    changes = {axis.name: step_changes(results, axis, by_axis[axis.name]) for axis in study.axes}
+    flat_changes = judged([c for group in changes.values() for c in group])
+
+    pairs = matched_pairs(results, study, by_axis)
 
     everything = [g for g in results.groups.values()]
     atomic_write_csv(out / "summary.csv", summary_rows(everything, n_images))
@@ -659,28 +832,32 @@ def write_report(out: Path, study: StudyConfig, plan: list[Run], command: str = 
               f"{BOOTSTRAP_RESAMPLES:,} bootstrap "
               "resamples of the test images (the same draw for both) and, independently, of each side's seeds; the "
               "interval is the percentile interval and the p-value two-sided (where no resample crosses zero, p is "
-              f"only known to be below 1/{BOOTSTRAP_RESAMPLES:,}, and a Holm-adjusted p is shown as a bound). The step tests of all axes form one "
-              f"family, corrected with Holm's method ({len(flat)} tests); a step is called significant when its "
-              f"adjusted p-value is below {ALPHA}. Choices (tuning, 'best' networks) are made on the validation split, "
-              "never on the test set.", ""]
-    matched = matched_compute(results, study, by_axis)
+              f"only known to be below 1/{BOOTSTRAP_RESAMPLES:,}, and a Holm-adjusted p is shown as a bound). How a "
+              "step differs from the step before it is tested the same way, on (c - b) - (b - a). "
+              f"Words follow one rule: {RULE}. The families: the steps of all axes ({len(flat)} tests), how the "
+              f"steps change ({len(flat_changes)}), the matched-compute pairs ({len(pairs)}), the CNN-MLP pairs, and "
+              "the budget check. Choices (tuning, 'best' networks) are made on the validation split, never on the "
+              "test set.", ""]
+    pairs_lines = matched_compute(pairs)
     versus = cnn_vs_mlp(results, baselines, cnns, base_group)
     budget, held = budget_section(results, study, main_by_label)
-    lines += answers(study, steps, by_axis, matched, versus, held)
+    lines += answers(study, steps, changes, by_axis, pairs_lines, versus, held)
     lines += tuning_section(results, study)
     for axis in study.axes:
         groups = by_axis[axis.name]
         if not groups:
             continue
         lines += [f"## {axis.kind.capitalize()}: axis `{axis.name}` (`{axis.param}`)", "", *point_table(results, groups), ""]
-        if axis.name in steps:
-            lines += ["Step by step (paired over the test images):", "", *step_lines(steps[axis.name]), ""]
+        if steps.get(axis.name):
+            lines += ["Step by step (paired over the test images):", "", *step_lines(steps[axis.name], axis.kind), ""]
+        if changes.get(axis.name):
+            lines += ["How each step differs from the step before it:", "", *step_change_lines(changes[axis.name]), ""]
         sentence = fit_sentence(axis, groups)
         if sentence:
             lines += [sentence, ""]
     if by_axis:
         lines += ["![every axis](axes.png)", ""]
-    lines += ["## Width or depth at matched compute", "", *matched, "",
+    lines += ["## Width or depth at matched compute", "", *pairs_lines, "",
               "![accuracy against FLOPs and parameters](compute.png)", "",
               "## CNN vs. fully connected", ""]
     if baselines:

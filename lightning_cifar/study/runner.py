@@ -42,7 +42,7 @@ RESULT_VERSION = 2
 RESULT_COLUMNS = [
     "axis", "value", "param", "role", "family", "run_id", "config_key", "backbone", "kwargs", "seed", "params",
     "flops_per_image", "receptive_field", "final_map", "kernels", "epochs", "train_time_s", "images_per_s",
-    "train_acc", "train_loss", "val_acc", "val_loss", "best_val_acc", "test_acc", "test_loss", "device",
+    "train_acc", "train_loss", "val_acc", "val_loss", "best_val_acc", "test_acc", "test_loss", "device", "threads",
     "val_acc_curve", "train_acc_curve",
 ]
 PREDICTIONS = "test_predictions.npy"
@@ -183,19 +183,25 @@ def write_results_csv(out: Path, plan: list[Run]) -> Path:
     return path
 
 
-def recipe_config(run: Run, data_dir: Optional[str] = None) -> dict[str, Any]:
-    """What ``lightning-cifar fit`` is given for this run: its configuration and seed."""
+def recipe_config(run: Run, threads: int, data_dir: Optional[str] = None) -> dict[str, Any]:
+    """What ``lightning-cifar fit`` is given for this run: its configuration, seed and thread count.
+
+    The thread count is the study's (``--threads``), the same whichever launcher runs it: a different count sums in
+    a different order, so the same run would end a few predictions apart (0.355 against 0.350 on the tiny data when
+    Ray's one thread per run met the sequential launcher's two). It is recorded with the run, not hashed into its id:
+    it changes rounding, not the experiment, and the study's first 124 runs (whose counts followed the load) keep
+    serving their points."""
     config = {section: dict(values) for section, values in run.config.items()}
     if data_dir is not None:
         config["data"]["data_dir"] = data_dir
-    return {"seed_everything": run.seed, **config}
+    return {"seed_everything": run.seed, **config, "threads": {"count": threads}}
 
 
 def fit_arguments(config: dict[str, Any]) -> list[str]:
     """``config`` as ``lightning-cifar fit`` arguments, to rerun one study run by hand."""
     words = [f"--seed_everything={config['seed_everything']}"]
-    for section in ("trainer", "model", "data"):
-        for key, value in config[section].items():
+    for section in ("trainer", "model", "data", "threads"):
+        for key, value in config.get(section, {}).items():
             text = value if isinstance(value, str) else json.dumps(value)
             words.append(f"--{section}.{key}={text}")
     return words
@@ -209,10 +215,10 @@ def _class_path(cls: type) -> dict[str, str]:
     return {"class_path": f"{cls.__module__}.{cls.__qualname__}"}
 
 
-def run_config(run: Run, out: Path, data_dir: Optional[str] = None) -> dict[str, Any]:
+def run_config(run: Run, out: Path, threads: int, data_dir: Optional[str] = None) -> dict[str, Any]:
     """The full configuration of one run: its recipe, plus where the study keeps logs and what it records.
     Checkpoints are not kept (the study records metrics) and the per-run test report is off."""
-    config = recipe_config(run, data_dir)
+    config = recipe_config(run, threads, data_dir)
     logger = {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
               "init_args": {"save_dir": str(out / "tensorboard"), "name": run.run_id, "version": "",
                             "default_hp_metric": False}}
@@ -245,7 +251,7 @@ def clear_run(out: Path, run: Run) -> None:
     shutil.rmtree(out / "tensorboard" / run.run_id, ignore_errors=True)
 
 
-def train_run(run: Run, workdir: Path, data_dir: Optional[str] = None,
+def train_run(run: Run, workdir: Path, threads: int, data_dir: Optional[str] = None,
               loaded: Optional[CIFAR10DataModule] = None) -> tuple[dict[str, Any], dict[str, bytes], CIFAR10DataModule]:
     """Train and test one run, with its logs under ``workdir``. Returns its result record, the files
     :func:`save_run` writes next to it (by path relative to the output folder), and its data module (whose
@@ -254,7 +260,7 @@ def train_run(run: Run, workdir: Path, data_dir: Optional[str] = None,
     # Before build(), which seeds: building this probe network draws from the RNG, and the run's
     # shuffling and augmentation must draw exactly what `lightning-cifar fit` draws.
     network = describe_network(run)
-    cli = build(run_config(run, workdir, data_dir))
+    cli = build(run_config(run, workdir, threads, data_dir))
     model, dm, trainer = cli.model, cli.datamodule, cli.trainer
     if loaded is not None and loaded.hparams == dm.hparams:
         # Same files, split and settings: reading and checking 180 MB again would only cost time.
@@ -296,9 +302,10 @@ def train_run(run: Run, workdir: Path, data_dir: Optional[str] = None,
         "val_loss_curve": epochs.val_loss,
         "train_acc_curve": epochs.train_acc,
         "train_loss_curve": epochs.train_loss,
-        "device": machine.describe(model.device),
+        "threads": threads,
+        "device": machine.describe(model.device, threads),
         "software": machine.software(),
-        "fit_arguments": fit_arguments(recipe_config(run, data_dir)),
+        "fit_arguments": fit_arguments(recipe_config(run, threads, data_dir)),
     }
     hparams = {"roles": ",".join(run.roles), "points": "; ".join(f"{p.axis}={p.value}" for p in run.points),
                "seed": run.seed, "backbone": run.backbone, "params": network["params"],
@@ -319,10 +326,10 @@ def save_run(out: Path, run: Run, result: dict[str, Any], files: dict[str, bytes
     atomic_write_json(result_path(out, run), result)
 
 
-def run_one(run: Run, out: Path, data_dir: Optional[str] = None,
+def run_one(run: Run, out: Path, threads: int, data_dir: Optional[str] = None,
             loaded: Optional[CIFAR10DataModule] = None) -> tuple[dict[str, Any], CIFAR10DataModule]:
     """Train, test and save one run in this process, its logs straight into ``out``."""
-    result, files, dm = train_run(run, out, data_dir, loaded)
+    result, files, dm = train_run(run, out, threads, data_dir, loaded)
     save_run(out, run, result, files)
     return result, dm
 
@@ -341,18 +348,18 @@ def quiet_lightning() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def check_runs(runs: list[Run], out: Path, data_dir: Optional[str] = None) -> dict[str, Any]:
+def check_runs(runs: list[Run], out: Path, threads: int, data_dir: Optional[str] = None) -> dict[str, Any]:
     """Every run's configuration through fit's parser, before the first run trains: a value fit
     would refuse stops the study now, not hours later. Returns each run's parsed configuration
     (fit's defaults filled in), by run id."""
     if not runs:
         return {}
     with quiet_lightning():  # only the parser is wanted: no "GPU available" lines before the plan
-        parser = build(run_config(runs[0], out, data_dir)).parser
+        parser = build(run_config(runs[0], out, threads, data_dir)).parser
     parsed = {}
     for run in runs:
         try:
-            parsed[run.run_id] = parser.parse_object(run_config(run, out, data_dir))
+            parsed[run.run_id] = parser.parse_object(run_config(run, out, threads, data_dir))
         except Exception as exc:  # jsonargparse's ArgumentError, or a type it cannot convert
             text = " ".join(str(exc).split())
             raise StudyConfigError(f"run {run.run_id}: refused by fit's parser: {text}") from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import mean, stdev
 from typing import Optional, Sequence
 
@@ -49,6 +49,14 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> Estimate:
     return Estimate(mean(values), t_quantile(n - 1, level) * stdev(values) / math.sqrt(n), n)
 
 
+def prediction_half_width(values: Sequence[float], level: float = 0.95) -> Optional[float]:
+    """Half-width of the t prediction interval for one more run around the mean of ``values``: where a single run of
+    the same recipe (another seed, or the notebook's one run) is expected to land; wider than the mean's interval by
+    sqrt(n + 1)."""
+    n = len(values)
+    return None if n < 2 else t_quantile(n - 1, level) * stdev(values) * math.sqrt(1 + 1 / n)
+
+
 def slope_ci(x: Sequence[float], y: Sequence[float], level: float = 0.95) -> Estimate:
     """Least-squares slope of y on x with its t-interval (n - 2 degrees of freedom)."""
     n = len(x)
@@ -69,7 +77,8 @@ def slope_ci(x: Sequence[float], y: Sequence[float], level: float = 0.95) -> Est
 
 @dataclass(frozen=True)
 class Comparison:
-    """mean(a) - mean(b) in accuracy, with a paired-bootstrap 95 % interval and two-sided p-value."""
+    """mean(a) - mean(b) in accuracy (or another contrast of configurations), with a paired-bootstrap 95 % interval
+    and two-sided p-value; ``samples`` (the bootstrap's differences) give intervals and tests at other levels."""
 
     value: float
     low: float
@@ -78,6 +87,7 @@ class Comparison:
     n_a: int  # seeds
     n_b: int
     p_floor: float = 0.0  # the smallest p the test can show (a bootstrap's 1 / resamples); p at it is a bound
+    samples: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
 
     @property
     def p_at_floor(self) -> bool:
@@ -87,37 +97,62 @@ class Comparison:
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
 
+    def interval(self, level: float) -> tuple[float, float]:
+        """The percentile interval at confidence ``level`` (e.g. 0.99 for a Holm-corrected test)."""
+        if self.samples is None:
+            raise ValueError("this comparison kept no bootstrap samples")
+        low, high = np.percentile(self.samples, [50 * (1 - level), 50 * (1 + level)])
+        return float(low), float(high)
+
+    def equivalence_p(self, margin: float) -> float:
+        """Two one-sided tests of ``|difference| < margin``: the larger of the two one-sided bootstrap p-values
+        (the share of resampled differences at or beyond -margin, and at or beyond +margin). Small: the difference
+        is within the margin."""
+        if self.samples is None:
+            raise ValueError("this comparison kept no bootstrap samples")
+        below, above = float((self.samples <= -margin).mean()), float((self.samples >= margin).mean())
+        return max(below, above, self.p_floor)
+
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
                      chunk: int = 200) -> Comparison:
-    """Difference in accuracy of two configurations tested on the same images.
+    """Difference in accuracy of two configurations tested on the same images: :func:`paired_contrast` with weights
+    +1 and -1."""
+    return paired_contrast([a, b], [1.0, -1.0], resamples, seed, chunk)
 
-    ``a`` and ``b`` are boolean matrices (seeds x test images): whether each run got each image
-    right. Each resample draws the test images with replacement (the same draw for both, which is
-    the pairing: both face the same easy and hard images) and, independently for each side, the
-    seeds with replacement. The interval is the percentile interval; the p-value is twice the
-    share of resampled differences on the far side of zero. scipy.stats.bootstrap resamples one
-    level only, and this needs two (images, then seeds), so it is written out here, vectorised.
+
+def paired_contrast(groups: Sequence[np.ndarray], weights: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES,
+                    seed: int = 0, chunk: int = 200) -> Comparison:
+    """A weighted sum of the accuracies of configurations tested on the same images: ``a - b`` (weights 1, -1), or
+    how one step of an axis differs from the next, ``(c - b) - (b - a)`` (weights 1, -2, 1).
+
+    Each group is a boolean matrix (seeds x test images): whether each run got each image right. Each resample
+    draws the test images with replacement (the same draw for every group, which is the pairing: all face the same
+    easy and hard images) and, independently for each group, the seeds with replacement. The interval is the
+    percentile interval; the p-value is twice the share of resampled values on the far side of zero.
+    scipy.stats.bootstrap resamples one level only, and this needs two (images, then seeds), so it is written out
+    here, vectorised.
     """
-    a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"need (seeds x images) matrices over the same images, got {a.shape} and {b.shape}")
-    n_images = a.shape[1]
+    groups = [np.asarray(g, dtype=np.float32) for g in groups]
+    if len(groups) != len(weights) or len(groups) < 2:
+        raise ValueError(f"need at least two groups and one weight each, got {len(groups)} and {len(weights)}")
+    if any(g.ndim != 2 or g.shape[1] != groups[0].shape[1] for g in groups):
+        raise ValueError(f"need (seeds x images) matrices over the same images, got {[g.shape for g in groups]}")
+    n_images = groups[0].shape[1]
     rng = np.random.default_rng(seed)
-    diffs = []
+    values = []
     for start in range(0, resamples, chunk):
         size = min(chunk, resamples - start)
         counts = rng.multinomial(n_images, np.full(n_images, 1.0 / n_images), size=size)  # image draws
-        seeds_a = rng.integers(0, a.shape[0], (size, a.shape[0]))
-        seeds_b = rng.integers(0, b.shape[0], (size, b.shape[0]))
-        per_image = a[seeds_a].mean(axis=1) - b[seeds_b].mean(axis=1)  # (size, images)
-        diffs.append((per_image * counts).sum(axis=1) / n_images)
-    boot = np.concatenate(diffs)
-    value = float(a.mean() - b.mean())
+        draws = [rng.integers(0, g.shape[0], (size, g.shape[0])) for g in groups]
+        per_image = sum(w * g[d].mean(axis=1) for w, g, d in zip(weights, groups, draws))  # (size, images)
+        values.append((per_image * counts).sum(axis=1) / n_images)
+    boot = np.concatenate(values)
+    value = float(sum(w * g.mean() for w, g in zip(weights, groups)))
     low, high = np.percentile(boot, [2.5, 97.5])
     p = min(1.0, 2 * min(float((boot <= 0).mean()), float((boot >= 0).mean())))
-    return Comparison(value, float(low), float(high), max(p, 1.0 / resamples), a.shape[0], b.shape[0],
-                      p_floor=1.0 / resamples)
+    return Comparison(value, float(low), float(high), max(p, 1.0 / resamples), groups[0].shape[0],
+                      groups[-1].shape[0], p_floor=1.0 / resamples, samples=boot)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -168,3 +203,48 @@ def line_with_lack_of_fit(x: Sequence[float], y: Sequence[float], level: float =
         return LineFit(slope, 0.0 if ss_lof > 0 else 1.0)
     f = (ss_lof / df_lof) / (ss_pe / df_pe)
     return LineFit(slope, float(_scipy_stats.f.sf(f, df_lof, df_pe)))
+
+
+# -- the words a comparison earns -------------------------------------------------------------------
+
+ALPHA = 0.05
+EQUIVALENCE_MARGIN = 0.01  # one point of accuracy: "equal" means "within one point", shown by two one-sided tests
+GAIN, LOSS, EQUAL, UNRESOLVED = "gain", "loss", "equal", "not resolved"
+RULE = (f"a difference is a **gain** or a **loss** only where Holm's method, within its family of tests, rejects "
+        f"\"no difference\" (adjusted p below {ALPHA}: its interval at the Holm-corrected level excludes 0); it is "
+        f"**equal** only where two one-sided tests, Holm-corrected the same way, place it within "
+        f"±{100 * EQUIVALENCE_MARGIN:g} point; anything else is **not resolved**, and its 95 % interval says what it "
+        "may be")
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What the report may say about one comparison of a family: its word, and the Holm-adjusted p-values behind
+    it (the difference test's and the equivalence test's)."""
+
+    comparison: Comparison
+    word: str  # GAIN, LOSS, EQUAL or UNRESOLVED
+    adjusted_p: float
+    adjusted_equivalence_p: float
+    family_size: int
+
+    @property
+    def resolved(self) -> bool:
+        return self.word in (GAIN, LOSS)
+
+
+def judge(comparisons: Sequence[Comparison], alpha: float = ALPHA,
+          margin: float = EQUIVALENCE_MARGIN) -> list[Judgement]:
+    """The one rule of the report's words, applied to a family of comparisons (see :data:`RULE`)."""
+    adjusted = holm([c.p for c in comparisons])
+    adjusted_equal = holm([c.equivalence_p(margin) for c in comparisons])
+    judgements = []
+    for c, p, p_equal in zip(comparisons, adjusted, adjusted_equal):
+        if p < alpha:
+            word = GAIN if c.value > 0 else LOSS
+        elif p_equal < alpha:
+            word = EQUAL
+        else:
+            word = UNRESOLVED
+        judgements.append(Judgement(c, word, p, p_equal, len(comparisons)))
+    return judgements

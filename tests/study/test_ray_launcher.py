@@ -43,26 +43,29 @@ def csv_run_ids(out: Path) -> list[str]:
     return sorted(seen)
 
 
-def test_a_study_through_ray_equals_the_sequential_one_run_for_run(tmp_path, tiny_cifar, cli, ray_instance,
-                                                                   monkeypatch):
-    config = write_study(tmp_path / "study.yaml", tiny_study(tiny_cifar, **FOUR_RUNS))
-    # Ray gives each task's process OMP_NUM_THREADS=1 (one CPU per run): the sequential runs get one thread too, so
-    # that both add up the same numbers in the same order.
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    import torch
+def csv_without_timings(out: Path) -> list[dict]:
+    """results.csv less the columns that measure the machine (seconds, images/s), which differ between any two runs."""
+    import csv
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cli(["study", "-c", str(config), "--out", str(tmp_path / "sequential")], tmp_path)
-    finally:
-        torch.set_num_threads(threads)
+    with open(out / "results.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if k not in ("train_time_s", "images_per_s")} for row in csv.DictReader(f)]
+
+
+def test_a_study_through_ray_gives_the_sequential_results_csv(tmp_path, tiny_cifar, cli, ray_instance):
+    # No thread setting on either side: Ray gives each task's process OMP_NUM_THREADS=1 (one CPU per run), and the
+    # study still trains every run with its own count (this process's), as the sequential launcher does.
+    config = write_study(tmp_path / "study.yaml", tiny_study(tiny_cifar, **FOUR_RUNS))
+    cli(["study", "-c", str(config), "--out", str(tmp_path / "sequential")], tmp_path)
     printed = cli(["study", "-c", str(config), "--out", str(tmp_path / "ray"), "--launcher", "ray"], tmp_path).stdout
     sequential, on_ray = results(tmp_path / "sequential"), results(tmp_path / "ray")
     assert len(on_ray) == 4 and set(on_ray) == set(sequential)
+    assert csv_without_timings(tmp_path / "ray") == csv_without_timings(tmp_path / "sequential")
+    import torch
+
+    assert {r["threads"] for r in [*on_ray.values(), *sequential.values()]} == {torch.get_num_threads()}
     for run_id, result in on_ray.items():
-        assert result["test_acc"] == sequential[run_id]["test_acc"], run_id
         assert result["val_acc_curve"] == sequential[run_id]["val_acc_curve"], run_id
+        assert f"--threads.count={result['threads']}" in result["fit_arguments"]
         same = [np.load(tmp_path / side / "runs" / run_id / "test_predictions.npy") for side in ("sequential", "ray")]
         assert np.array_equal(*same)
         assert list((tmp_path / "ray" / "tensorboard" / run_id).glob("events.out.tfevents.*"))  # logs came back
@@ -99,7 +102,7 @@ def test_a_run_whose_worker_is_killed_is_retried_and_kept_once(tmp_path, tiny_ci
 
     def drive():  # the driver in a thread of this process: it reuses the module's Ray instance and its workers
         try:
-            execute_on_ray(load_study(str(config)), out, 0, 1, log=lines.append)
+            execute_on_ray(load_study(str(config)), out, 0, 1, 1, log=lines.append)
         except BaseException as exc:  # reported below, in the test's thread
             failures.append(exc)
 

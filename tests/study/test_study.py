@@ -11,12 +11,22 @@ import time
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from scipy import stats as scipy_stats
 
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.study.config import StudyConfigError, load_study, parse_study
-from lightning_cifar.study.plan import BASELINE_AXIS, Tuning, choose, expand, parse_shard, shard
+from lightning_cifar.study.plan import (
+    BASELINE_AXIS,
+    Tuning,
+    choose,
+    expand,
+    parse_shard,
+    pending_families,
+    shard,
+    waits_for,
+)
 from lightning_cifar.study.runner import RESULT_COLUMNS, write_results_csv
 from lightning_cifar.study.stats import (
     holm,
@@ -113,6 +123,43 @@ def test_budget_and_anchor_runs(tmp_path):
                                          "augment": "seed"}
 
 
+def tuning_results(runs, prefix, val_of):
+    """Result records of the tuning runs whose points start with ``prefix``, scored ``val_of(run)`` on the validation
+    split and the other way round on the test set (which must play no part)."""
+    return {r.run_id: {"seed": r.seed, "val_acc_curve": [0.2, val_of(r)], "test_acc": 1 - val_of(r),
+                       "points": [{"axis": p.axis, "value": p.value, "settings": p.settings} for p in r.points]}
+            for r in runs if any(p.axis.startswith(prefix) for p in r.points)}
+
+
+def test_the_budget_check_chooses_its_recipe_again_at_its_epochs(tmp_path):
+    study = parse_study(tiny_study(tmp_path, tune=[{"family": "cnn", "grid": {"model.lr": [0.01, 0.1]}}],
+                                   budget={"multiplier": 4, "seeds": [0], "points": ["base", "width=0.5"],
+                                           "tune": [{"family": "cnn", "grid": {"model.lr": [0.1, 0.3]}}]}))
+    runs = expand(study, arch=fake_arch)
+    longer_tuning = [r for r in runs if any(p.axis == "tune@4x:cnn" for p in r.points)]
+    assert len(longer_tuning) == 2 and all(r.config["trainer"]["max_epochs"] == 4 for r in longer_tuning)
+    # Order: the study's tuning, the main runs, the tuning at 4x, then the budget runs it decides.
+    assert max(runs.index(r) for r in runs if "main" in r.roles) < min(runs.index(r) for r in longer_tuning)
+    assert max(runs.index(r) for r in longer_tuning) < min(runs.index(r) for r in runs if r.roles == ("budget",))
+    pending = pending_families(study, Tuning())
+    assert pending == {"cnn", "cnn@4x"}
+    assert {waits_for(r, study, pending) for r in runs if r.roles == ("budget",)} == {"cnn@4x"}
+    assert {waits_for(r, study, pending) for r in longer_tuning} == {None}
+    assert {waits_for(r, study, {"cnn@4x"}) for r in runs if "main" in r.roles and r.family == "cnn"} == {None}
+
+    results = tuning_results(runs, "tune:", lambda r: 0.5 if r.config["model"]["lr"] == 0.1 else 0.4)
+    results |= tuning_results(runs, "tune@4x:", lambda r: 0.6 if r.config["model"]["lr"] == 0.3 else 0.5)
+    tuning = choose(study, results)
+    assert tuning.winners == {"cnn": {"model.lr": 0.1}} and tuning.budget.winners == {"cnn": {"model.lr": 0.3}}
+    plan = expand(study, tuning, arch=fake_arch)
+    main = [r for r in plan if "main" in r.roles and r.family == "cnn"]
+    budget = [r for r in plan if "budget" in r.roles]
+    assert main and {r.config["model"]["lr"] for r in main} == {0.1}
+    assert len(budget) == 2 and {(r.config["model"]["lr"], r.config["trainer"]["max_epochs"]) for r in budget} == {(0.3, 4)}
+    # The winning candidate's run at 4x is the base network's budget run of its seed: trained once.
+    assert any(set(r.roles) == {"tune", "budget"} for r in budget)
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
 def test_shards_partition_the_plan_exactly(tmp_path, n):
     runs = expand(parse_study(tiny_study(tmp_path)))
@@ -138,6 +185,10 @@ def test_bad_shard_is_refused(text):
         ({"axes": [{"name": "w", "param": "width_mult", "scale": "log3", "values": [1]}]}, "scale 'log3'"),
         ({"tune": [{"family": "resnet", "grid": {"model.lr": [1]}}]}, "family 'resnet'"),
         ({"budget": {"multiplier": 4, "points": ["width=3"]}}, "budget point 'width=3'"),
+        ({"tune": [{"family": "cnn", "grid": {"model.lr": [1]}}],
+          "budget": {"multiplier": 4, "points": ["base"], "tune": [{"family": "cnn", "grid": {"data.augment": ["none"]}}]}},
+         r"budget.tune \(cnn\): the grid must also set model.lr"),
+        ({"budget": {"multiplier": 4, "points": ["base"], "tunes": []}}, r"budget: unknown key\(s\) \['tunes'\]"),
         ({"anchors": [{"label": "a", "config": "nowhere.yaml"}]}, "does not exist"),
     ],
 )
@@ -195,10 +246,13 @@ def test_paired_bootstrap_on_known_differences():
     assert (c.high - c.low) / 2 < 1.96 * unpaired_se
     # No resample crossed zero: p is the bootstrap's floor, and the report writes Holm's multiple of it as a bound.
     assert c.p_at_floor and c.p == 1 / 2000 and not same.p_at_floor
-    from lightning_cifar.study.report import Step, adjusted_p_text
+    from lightning_cifar.study.report import word_text
+    from lightning_cifar.study.stats import judge
 
-    assert adjusted_p_text(Step("width", None, None, c, adjusted_p=12 * c.p)) == "Holm-adjusted p ≤ 0.006"
-    assert adjusted_p_text(Step("width", None, None, same, adjusted_p=1.0)) == "Holm-adjusted p = 1.000"
+    gain, = judge([c])
+    assert word_text(gain) == "a gain (Holm-adjusted p ≤ 0.001)"
+    assert word_text(judge([c] * 12)[0]) == "a gain (Holm-adjusted p ≤ 0.006)"
+    assert word_text(judge([same])[0]).startswith("equal within ±1 point (two one-sided tests, Holm-adjusted p ≤ 0.001")
 
 
 def test_holm_matches_hand_computed_values():
@@ -250,7 +304,8 @@ def full_study(tmp_path_factory, tiny_cifar):
     study = tiny_study(tiny_cifar, tune=[{"family": "cnn", "grid": {"model.lr": [0.05, 0.2]}}],
                        baselines=[{"label": "mlp_tiny", "backbone": "mlp_net", "kwargs": {"hidden": [8]},
                                    "recipe": {"trainer.max_epochs": 2}}],
-                       budget={"multiplier": 2, "seeds": [0], "points": ["base", "mlp_tiny"]},
+                       budget={"multiplier": 2, "seeds": [0], "points": ["base", "mlp_tiny"],
+                               "tune": [{"family": "cnn", "grid": {"model.lr": [0.05, 0.2]}}]},
                        anchors=[{"label": "notebook_mlp", "config": str(anchor), "seeds": [0], "reported": 0.4728}])
     config = write_study(folder / "study.yaml", study)
     out = folder / "out"
@@ -261,9 +316,10 @@ def full_study(tmp_path_factory, tiny_cifar):
 def test_study_runs_records_and_reports(full_study):
     folder, config, out, study = full_study
     results = [json.loads(p.read_text()) for p in out.glob("runs/*/result.json")]
-    # 2 tuning runs (one is also a main run), 3 CNN points x 2 seeds (the base shared), the MLP, budget, anchor
+    # 2 tuning runs (one is also a main run) and 2 more at the budget check's epochs (one is also its base run), 3 CNN
+    # points x 2 seeds (the base shared), the MLP, budget, anchor
     roles = {r["run_id"]: r["roles"] for r in results}
-    assert sum("tune" in v for v in roles.values()) == 2 and sum("anchor" in v for v in roles.values()) == 1
+    assert sum("tune" in v for v in roles.values()) == 4 and sum("anchor" in v for v in roles.values()) == 1
     assert sum("budget" in v for v in roles.values()) == 2
     labels = np.load(out / "test_labels.npy")
     for r in results:
@@ -277,6 +333,7 @@ def test_study_runs_records_and_reports(full_study):
                                                                                                              abs=1e-5)
         assert len(r["train_acc_curve"]) == r["epochs"] and 0 <= r["train_acc"] <= 1 and r["train_loss"] > 0
         assert re.search(r", \d+ threads?$", r["device"]) and r["fit_arguments"][0].startswith("--seed_everything=")
+        assert r["threads"] == torch.get_num_threads() and f"--threads.count={r['threads']}" in r["fit_arguments"]
     mlp = [r for r in results if r["family"] == "mlp_tiny" and "main" in r["roles"]]
     assert all(r["epochs"] == 2 for r in mlp)  # its own recipe
     report = (out / "report.md").read_text()
@@ -284,7 +341,8 @@ def test_study_runs_records_and_reports(full_study):
                     "## Depth: axis `depth`", "## Width or depth at matched compute", "## CNN vs. fully connected",
                     "## The budget check", "## The seed notebook as anchor", "## Under- or over-fitting"):
         assert heading in report, heading
-    assert "Holm-adjusted" in report and "machines: " in report
+    assert "Holm-adjusted" in report and "machines: " in report and "Words follow one rule: " in report
+    assert "### `cnn` at 2x the epochs" in report and "each family with its recipe chosen again at that budget" in report
     assert "- seeds per point: 2 (seeds 0, 1);" in report
     for name in ("axes.png", "compute.png", "curves.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
@@ -424,17 +482,74 @@ def test_a_run_trained_before_tuning_finished_serves_the_points_the_final_plan_g
 
 
 @pytest.mark.parametrize("short, long, verdict", [
-    ((0.02, 0.01, 0.03), (0.01, 0.005, 0.02), "holds at both budgets"),
-    ((0.02, 0.01, 0.03), (-0.01, -0.02, -0.005), "reversed at the longer budget"),
-    ((-0.025, -0.032, -0.018), (0.001, -0.006, 0.008), "does not hold: significant at the study's budget, within noise at 4x"),
-    ((0.001, -0.006, 0.008), (0.02, 0.01, 0.03), "appears only at 4x: within noise at the study's budget"),
-    ((0.001, -0.006, 0.008), (0.002, -0.004, 0.01), "within noise at both budgets"),
+    ("gain", "gain", "holds at both budgets"),
+    ("gain", "loss", "reversed at the longer budget"),
+    ("loss", "equal", "a loss at the study's budget, equal within ±1 point at 4x"),
+    ("not resolved", "gain", "not resolved at the study's budget, a gain at 4x"),
+    ("not resolved", "not resolved", "not resolved at the study's budget, not resolved at 4x"),
 ])
 def test_the_budget_check_says_which_differences_hold(short, long, verdict):
     from lightning_cifar.study.report import budget_verdict
+    from lightning_cifar.study.stats import Comparison, Judgement
+
+    def said(word):
+        return Judgement(Comparison(0.01, 0.0, 0.02, 0.5, 3, 3), word, 0.5, 0.5, 2)
+
+    assert budget_verdict(said(short), said(long), 4) == verdict
+
+
+def comparison_of(samples, p_floor=1 / 2000):
+    """A Comparison with these bootstrap samples (its interval and two-sided p computed as the bootstrap does)."""
     from lightning_cifar.study.stats import Comparison
 
-    assert budget_verdict(Comparison(*short, 0.5, 3, 3), Comparison(*long, 0.5, 3, 3), 4) == verdict
+    samples = np.asarray(samples, dtype=float)
+    low, high = np.percentile(samples, [2.5, 97.5])
+    p = max(min(1.0, 2 * min((samples <= 0).mean(), (samples >= 0).mean())), p_floor)
+    return Comparison(float(samples.mean()), float(low), float(high), float(p), 5, 5, p_floor, samples)
+
+
+def test_the_words_follow_one_rule():
+    from lightning_cifar.study.stats import EQUAL, GAIN, LOSS, UNRESOLVED, judge
+
+    rng = np.random.default_rng(0)
+    clear_gain = comparison_of(0.05 + 0.005 * rng.standard_normal(2000))     # +5 points, tight
+    clear_loss = comparison_of(-0.03 + 0.005 * rng.standard_normal(2000))
+    equal = comparison_of(0.001 + 0.002 * rng.standard_normal(2000))         # inside ±1 point, tight
+    wide = comparison_of(-0.005 + 0.006 * rng.standard_normal(2000))         # crosses 0 and -1 point
+    words = [j.word for j in judge([clear_gain, clear_loss, equal, wide])]
+    assert words == [GAIN, LOSS, EQUAL, UNRESOLVED]
+    # Holm: a difference that a single test would call (p about 0.03) is not resolved in a family of four such tests.
+    edge = [comparison_of(0.006 + 0.0028 * rng.standard_normal(2000)) for _ in range(4)]
+    assert all(0.01 < c.p < 0.05 for c in edge)
+    assert [j.word for j in judge(edge[:1])] == [GAIN]
+    assert {j.word for j in judge(edge)} == {UNRESOLVED}
+    # Equivalence: the two one-sided tests use the margin, not the interval's crossing of zero.
+    assert equal.equivalence_p(0.01) < 0.05 and wide.equivalence_p(0.01) > 0.05
+
+
+def test_a_step_change_is_the_difference_of_two_differences():
+    from lightning_cifar.study.stats import paired_contrast
+
+    rng = np.random.default_rng(3)
+    easy = rng.random(4000)
+    a, b, c = ((easy < level) ^ (rng.random((3, 4000)) < 0.01) for level in (0.5, 0.6, 0.65))
+    change = paired_contrast([c, b, a], [1, -2, 1])
+    assert change.value == pytest.approx((c.mean() - b.mean()) - (b.mean() - a.mean()), abs=1e-6)
+    assert change.low < change.value < change.high and change.high < 0  # +10 then +5 points: the step shrinks
+    # Two groups: the same numbers as the paired bootstrap of their difference.
+    assert paired_contrast([c, a], [1, -1]) == paired_bootstrap(c, a)
+
+
+def test_the_notebook_anchor_is_read_against_one_runs_prediction_interval():
+    from lightning_cifar.study.report import anchor_reading
+    from lightning_cifar.study.stats import prediction_half_width
+
+    ours = [0.4597, 0.4674, 0.4649]  # three seeds; the notebook reported 0.4728 from one run
+    half = prediction_half_width(ours)
+    assert half == pytest.approx(scipy_stats.t.ppf(0.975, 2) * np.std(ours, ddof=1) * math.sqrt(1 + 1 / 3))
+    assert anchor_reading(ours, 0.4728) == "consistent: inside the prediction interval, above all 3 of our seeds"
+    assert anchor_reading(ours, 0.4650) == "consistent: inside the prediction interval, within our seeds' range"
+    assert anchor_reading(ours, 0.60) == "not consistent: above the prediction interval"
 
 
 def test_a_quick_trial_sets_seeds_epochs_and_any_fit_setting_on_the_command_line(tmp_path, tiny_cifar, cli):
@@ -464,3 +579,11 @@ def test_the_dry_run_says_when_other_processes_slowed_its_estimate(tmp_path, tin
         busy = cli(args, tmp_path).stdout
     assert "4 runs; estimated" in busy and "measured while other processes kept" in busy
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_the_dry_run_of_a_finished_study_estimates_only_what_is_left(full_study, tmp_path, cli):
+    folder, config, out, study = full_study
+    printed = cli(["study", "-c", str(config), "--out", str(out), "--dry-run", "--threads", "1"], tmp_path).stdout
+    rows = [line for line in printed.splitlines() if line.split()[:1] and "-s" in line.split()[0]]
+    assert rows and all(line.rstrip().endswith("done") for line in rows)
+    assert f"{len(rows)} runs, all done: nothing to run" in printed

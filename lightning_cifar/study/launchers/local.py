@@ -12,10 +12,10 @@ from lightning_cifar.study.progress import Progress, current_state
 from lightning_cifar.study.runner import check_runs, run_one, write_results_csv
 
 
-def execute(study: StudyConfig, out: Path, k: int, n: int, data_dir: Optional[str] = None,
+def execute(study: StudyConfig, out: Path, k: int, n: int, threads: int, data_dir: Optional[str] = None,
             log: Callable[[str], None] = print) -> None:
-    """Run this shard's runs that have no result yet, one after another in this process: the tuning runs
-    first, then, once a family's tuning is complete, the runs that use its winner."""
+    """Run this shard's runs that have no result yet, one after another in this process, each with ``threads``
+    threads: the tuning runs first, then, once a family's tuning is complete, the runs that use its winner."""
     out.mkdir(parents=True, exist_ok=True)
     loaded: Optional[CIFAR10DataModule] = None
     checked: set[str] = set()
@@ -26,7 +26,7 @@ def execute(study: StudyConfig, out: Path, k: int, n: int, data_dir: Optional[st
             progress.begin(state)
         unchecked = [r for r in state.todo if r.run_id not in checked]
         if unchecked:
-            check_runs(unchecked, out, data_dir)  # before any of them trains
+            check_runs(unchecked, out, threads, data_dir)  # before any of them trains
             checked.update(r.run_id for r in unchecked)
         if not state.todo:
             write_results_csv(out, state.plan)
@@ -35,6 +35,6 @@ def execute(study: StudyConfig, out: Path, k: int, n: int, data_dir: Optional[st
         run = state.todo[0]
         progress.start(run)
         started = time.perf_counter()
-        result, loaded = run_one(run, out, data_dir, loaded)
+        result, loaded = run_one(run, out, threads, data_dir, loaded)
         write_results_csv(out, state.plan)
         progress.finish(run, result, time.perf_counter() - started, len(state.mine) - 1)

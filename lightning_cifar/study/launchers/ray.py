@@ -49,9 +49,10 @@ def import_ray() -> Any:
 _loaded: Any = None
 
 
-def train_on_worker(run: Run, data_dir: Optional[str]) -> tuple[dict[str, Any], dict[str, bytes], float]:
-    """One run on a Ray worker, in a temporary folder; returns its result, its files (predictions and
-    TensorBoard logs, by path relative to the output folder) and the seconds it trained and tested."""
+def train_on_worker(run: Run, threads: int, data_dir: Optional[str]) -> tuple[dict[str, Any], dict[str, bytes], float]:
+    """One run on a Ray worker, in a temporary folder, with the study's thread count (not the one Ray gives the
+    worker: ``OMP_NUM_THREADS`` = its CPUs); returns its result, its files (predictions and TensorBoard logs, by
+    path relative to the output folder) and the seconds it trained and tested."""
     global _loaded
 
     # Checked here rather than left to the data module, which would download into the folder: several workers of
@@ -63,7 +64,7 @@ def train_on_worker(run: Run, data_dir: Optional[str]) -> tuple[dict[str, Any], 
             " reads the data from that path on every worker's machine; copy the folder there (or mount it)")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lightning-cifar-run-") as tmp, quiet_lightning():
-        result, files, _loaded = train_run(run, Path(tmp), data_dir, _loaded)
+        result, files, _loaded = train_run(run, Path(tmp), threads, data_dir, _loaded)
         logs = Path(tmp) / "tensorboard" / run.run_id
         for path in sorted(p for p in logs.rglob("*") if p.is_file()):
             files[f"tensorboard/{run.run_id}/{path.relative_to(logs).as_posix()}"] = path.read_bytes()
@@ -76,12 +77,13 @@ def _cause(exc: BaseException) -> BaseException:
     return cause if isinstance(cause, BaseException) else exc
 
 
-def execute_on_ray(study: StudyConfig, out: Path, k: int, n: int, data_dir: Optional[str] = None,
+def execute_on_ray(study: StudyConfig, out: Path, k: int, n: int, threads: int, data_dir: Optional[str] = None,
                    address: Optional[str] = None, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0,
                    log: Callable[[str], None] = print) -> None:
     """Run this shard's pending runs as Ray tasks (``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs each,
-    fractions allowed), on the Ray instance at ``address``, else on one already started in this process,
-    else on a local one started here (and stopped at the end)."""
+    fractions allowed), each training with ``threads`` threads as the sequential launcher's runs do, on the Ray
+    instance at ``address``, else on one already started in this process, else on a local one started here (and
+    stopped at the end)."""
 
     if cpus_per_run <= 0 or gpus_per_run < 0:
         raise LightningCifarError(f"--cpus-per-run {cpus_per_run} / --gpus-per-run {gpus_per_run}: need more than"
@@ -114,13 +116,14 @@ def execute_on_ray(study: StudyConfig, out: Path, k: int, n: int, data_dir: Opti
             new = [r for r in state.todo if r.run_id not in running]
             unchecked = [r for r in new if r.run_id not in checked]
             if unchecked:
-                check_runs(unchecked, out, data_dir)  # before any of them trains
+                check_runs(unchecked, out, threads, data_dir)  # before any of them trains
                 checked.update(r.run_id for r in unchecked)
             for run in new:
-                in_flight[task.remote(run, data_dir)] = run
+                in_flight[task.remote(run, threads, data_dir)] = run
             if new:
-                log(f"submitted {len(new)} runs to Ray ({cpus_per_run:g} CPUs, {gpus_per_run:g} GPUs each;"
-                    f" up to {parallel} at once on {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)")
+                log(f"submitted {len(new)} runs to Ray ({cpus_per_run:g} CPUs, {gpus_per_run:g} GPUs, {threads} threads"
+                    f" each; up to {parallel} at once on {resources.get('CPU', 0):g} CPUs,"
+                    f" {resources.get('GPU', 0):g} GPUs)")
             if not in_flight:
                 write_results_csv(out, state.plan)
                 progress.waiting(state)
