@@ -112,7 +112,7 @@ def study_command(argv: Sequence[str]) -> int:
             raise LightningCifarError(f"shard {args.shard} of {args.config} has no runs")
         pending = pending_families(study, tuning)
         later = {r.run_id for r in runs if waits_for(r, study, pending)}
-        dry_run(runs, check_runs(runs, out, threads, args.data_dir), pending, later, threads, set(results))
+        dry_run(runs, check_runs(runs, out, threads, args.data_dir), pending, later, threads, results)
         return 0
     if not args.report_only:
         out.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import time
-from typing import Any
+from collections import Counter
+from statistics import median
+from typing import Any, Optional
 
 import torch
 
@@ -14,6 +17,10 @@ from lightning_cifar.tools.threads import BUSY_CORE_FRACTION, others_busy_cores,
 from lightning_cifar.training.classifier import Classifier
 
 TRAIN_IMAGES = 45_000  # 50,000 minus the default 5,000 held out for validation
+# Finished configurations whose recorded seconds calibrate the probe: a probe times bare steps on random input, and a
+# real run also loads and augments batches, validates, scores the training subset and runs Lightning's hooks (on
+# quick-cpu.yaml's 52 new runs of version 2.1, the bare steps alone said 1.7 hours; calibrated, 4.2 for 46 of them).
+CALIBRATION_CONFIGS = 4
 
 
 def training_device(config: Any) -> torch.device:
@@ -60,20 +67,51 @@ def estimate_seconds(config: Any, images_per_s: float) -> float:
     return epochs * TRAIN_IMAGES / images_per_s + tta * (epochs * 10_000 + 10_000) / (3 * images_per_s)
 
 
+def recorded_threads(result: dict[str, Any]) -> Optional[int]:
+    """The thread count a finished run trained with (results before 0.3 say it only in their device text)."""
+    if result.get("threads") is not None:
+        return int(result["threads"])
+    found = re.search(r", (\d+) threads?$", str(result.get("device", "")))
+    return int(found.group(1)) if found else None
+
+
+def calibration(runs: list[Run], configs: dict[str, Any], finished: dict[str, dict[str, Any]], threads: int,
+                probes: dict[str, float]) -> Optional[tuple[float, int]]:
+    """How many times the probe's estimate the finished runs really took (the median over up to
+    :data:`CALIBRATION_CONFIGS` configurations with the most finished runs at this thread count), and how many runs
+    that rests on; ``None`` without such runs."""
+    same = [r for r in runs if r.run_id in finished and recorded_threads(finished[r.run_id]) == threads
+            and str(training_device(configs[r.run_id])) == "cpu"]
+    counts = Counter(r.config_key for r in same)
+    ratios, used = [], 0
+    for key, n in counts.most_common(CALIBRATION_CONFIGS):
+        members = [r for r in same if r.config_key == key]
+        if key not in probes:
+            probes[key] = probe_images_per_s(members[0], configs[members[0].run_id])
+        estimate = estimate_seconds(configs[members[0].run_id], probes[key])
+        ratios.append(median(finished[r.run_id]["train_time_s"] for r in members) / estimate)
+        used += n
+    return (median(ratios), used) if ratios else None
+
+
 def dry_run(runs: list[Run], configs: dict[str, Any], pending: set[str], later: set[str], threads: int,
-            done: set[str]) -> None:
+            finished: dict[str, dict[str, Any]]) -> None:
     """Print every run of the plan with its size and estimated seconds, probing with the ``threads`` threads the
-    runs will train with. ``pending``: the tunings not finished; ``later``: the ids of runs whose settings wait for
-    them (planned with the first candidate); ``done``: the ids of runs with a result, left out of the estimate."""
+    runs will train with and calibrating the probe by the seconds finished runs took. ``pending``: the tunings not
+    finished; ``later``: the ids of runs whose settings wait for them (planned with the first candidate);
+    ``finished``: the results of runs already done (by run id), left out of the estimate."""
+    done = set(finished)
     cores = own_cores()
     before = sample(cores)  # other processes' load while the probes run: it slows them
     probes: dict[str, float] = {}
     total = 0.0
-    print(f"{'run':<34} {'role':<6} {'points':<40} {'params':>10} {'FLOPs/img':>10} {'img/s':>7} {'est. s':>7}")
+    print(f"{'run':<34} {'role':<11} {'points':<40} {'params':>10} {'FLOPs/img':>10} {'img/s':>7} {'est. s':>7}")
     devices = set()
     restore = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        calibrated = calibration(runs, configs, finished, threads, probes)
+        factor = calibrated[0] if calibrated else 1.0
         for run in runs:
             config = configs[run.run_id]
             network = describe_network(run)
@@ -81,15 +119,15 @@ def dry_run(runs: list[Run], configs: dict[str, Any], pending: set[str], later: 
             if run.run_id in later:
                 where += " (tuned later)"
             if run.run_id in done:
-                print(f"{run.run_id:<34} {','.join(run.roles):<6} {where[:40]:<40} {network['params']:>10,} "
+                print(f"{run.run_id:<34} {','.join(run.roles):<11} {where[:40]:<40} {network['params']:>10,} "
                       f"{network['flops_per_image'] / 1e6:>9.1f}M {'':>7} {'done':>7}", flush=True)
                 continue
             devices.add(str(training_device(config)))
             if run.config_key not in probes:
                 probes[run.config_key] = probe_images_per_s(run, config)
-            seconds = estimate_seconds(config, probes[run.config_key])
+            seconds = factor * estimate_seconds(config, probes[run.config_key])
             total += seconds
-            print(f"{run.run_id:<34} {','.join(run.roles):<6} {where[:40]:<40} {network['params']:>10,} "
+            print(f"{run.run_id:<34} {','.join(run.roles):<11} {where[:40]:<40} {network['params']:>10,} "
                   f"{network['flops_per_image'] / 1e6:>9.1f}M {probes[run.config_key]:>7.0f} {seconds:>7.0f}",
                   flush=True)
     finally:
@@ -98,15 +136,20 @@ def dry_run(runs: list[Run], configs: dict[str, Any], pending: set[str], later: 
             " tuning runs are done") if pending else ""
     spent = f"{total / 3600:.1f} hours" if total >= 3600 else f"{max(1, round(total / 60))} min"
     left = len(runs) - len(done & {r.run_id for r in runs})
-    finished = f" ({len(runs) - left} done, {left} to run)" if left < len(runs) else ""
+    progress = f" ({len(runs) - left} done, {left} to run)" if left < len(runs) else ""
     where = f" on {', '.join(sorted(devices))} of this machine, {threads} thread{'s' if threads != 1 else ''}"
     if not left:
         print(f"\n{len(runs)} runs, all done: nothing to run")
         return
-    print(f"\n{len(runs)} runs{finished}; estimated {spent} for the runs to run (the fastest of 3 steps per"
-          f" configuration on random input{where if devices else ''}; data loading not included){note}")
+    if calibrated:
+        how = (f"the fastest of 3 steps per configuration on random input{where}, times {factor:.2f}: what"
+               f" {calibrated[1]} finished runs at this thread count took against the same estimate")
+    else:
+        how = (f"the fastest of 3 steps per configuration on random input{where}; data loading, validation and"
+               " Lightning's own work not included: no finished run to calibrate by")
+    print(f"\n{len(runs)} runs{progress}; estimated {spent} for the runs to run ({how}){note}")
     after = sample(cores)
     others = others_busy_cores(before, after) if before is not None and after is not None else 0.0
     if others > BUSY_CORE_FRACTION:
-        print(f"measured while other processes kept {others:.1f} of {len(cores)} cores busy: on a quiet machine the"
-              " runs take less; measure again when it is quiet")
+        print(f"measured while other processes kept {others:.1f} of {len(cores)} cores busy: the probes ran slower than"
+              " on a quiet machine; measure again when it is quiet")

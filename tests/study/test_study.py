@@ -587,3 +587,24 @@ def test_the_dry_run_of_a_finished_study_estimates_only_what_is_left(full_study,
     rows = [line for line in printed.splitlines() if line.split()[:1] and "-s" in line.split()[0]]
     assert rows and all(line.rstrip().endswith("done") for line in rows)
     assert f"{len(rows)} runs, all done: nothing to run" in printed
+
+
+def test_the_dry_run_calibrates_its_probe_by_the_seconds_finished_runs_took(full_study, tmp_path, cli):
+    import shutil
+
+    folder, config, finished, study = full_study
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    results = sorted(out.glob("runs/*/result.json"))
+    left = next(p for p in results if json.loads(p.read_text())["roles"] == ["main"])
+    left.unlink()  # one run to do
+    for path in results:
+        if path.exists():  # every finished run took 1,000 s: far longer than its probe's bare steps
+            path.write_text(json.dumps(json.loads(path.read_text()) | {"train_time_s": 1000.0}))
+    threads = torch.get_num_threads()
+    printed = cli(["study", "-c", str(config), "--out", str(out), "--dry-run", "--threads", str(threads)],
+                  tmp_path).stdout
+    row = next(line for line in printed.splitlines() if line.startswith(left.parent.name))
+    assert float(row.split()[-1]) > 100  # the tiny run's probe alone says about a second
+    assert "finished runs at this thread count took against the same estimate" in printed
+    assert f"({len(results) - 1} done, 1 to run)" in printed
