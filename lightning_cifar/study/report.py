@@ -50,6 +50,8 @@ SUMMARY_COLUMNS = ["axis", "value", "role", "family", "backbone", "kernels", "n"
 BASE_COLOUR = "black"
 AXIS_COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
 BASELINE_COLOUR = "tab:red"
+PANELS_PER_ROW = 4
+TICK_GAP = 0.12  # the smallest distance between two labelled ticks, as a share of the panel's x-range
 
 
 def canonical(value: Any) -> str:
@@ -629,9 +631,13 @@ def plot_axes(by_axis: dict[str, list[Group]], study: StudyConfig, base: Optiona
         return
     all_accs = [100 * acc for a in axes for g in by_axis[a.name] for acc in g.accs]
     low, high = math.floor(min(all_accs) - 1), math.ceil(max(all_accs) + 1)
-    fig, panels = plt.subplots(1, len(axes), figsize=(4.6 * len(axes), 4.4), squeeze=False)
+    columns = min(PANELS_PER_ROW, len(axes))
+    rows = math.ceil(len(axes) / columns)
+    fig, panels = plt.subplots(rows, columns, figsize=(4.6 * columns, 4.4 * rows), squeeze=False)
+    for ax in panels.flat[len(axes):]:
+        ax.set_visible(False)
     colour = colours(study)
-    for ax, axis in zip(panels[0], axes):
+    for ax, axis in zip(panels.flat, axes):
         groups = by_axis[axis.name]
         xs = list(range(len(groups))) if axis.scale == "categorical" else [g.value for g in groups]
         # A categorical axis (kernel schedules) has no order to draw a line along.
@@ -647,8 +653,21 @@ def plot_axes(by_axis: dict[str, list[Group]], study: StudyConfig, base: Optiona
         if axis.scale == "log2":
             ax.set_xscale("log", base=2)
         ax.set_xticks(xs)
-        ax.set_xticklabels([f"{'-'.join(map(str, g.value)) if isinstance(g.value, list) else g.value}\n"
-                            f"{human(g.first('flops_per_image'))} FLOPs" for g in groups], fontsize=9)
+        positions = [math.log2(x) if axis.scale == "log2" else float(x) for x in xs]
+        span = (max(positions) - min(positions)) or 1.0
+        labels, shown = [], None
+        for x, position, g in zip(xs, positions, groups):
+            text = (f"{'-'.join(map(str, g.value)) if isinstance(g.value, list) else g.value}\n"
+                    f"{human(g.first('flops_per_image'))} FLOPs")
+            if shown is not None and position - shown < TICK_GAP * span:
+                # Too close to the last label to share the axis with it (width 2 and 2.25): said at the point.
+                ax.annotate(text.replace("\n", ", "), (x, 100 * g.acc.value), textcoords="offset points",
+                            xytext=(0, 12), ha="center", fontsize=8)
+                labels.append("")
+                continue
+            labels.append(text)
+            shown = position
+        ax.set_xticklabels(labels, fontsize=9)
         ax.set_ylim(low, high)
         ax.set_xlabel(f"{axis.param.replace('model.backbone_kwargs.', '')}" + (" (log scale)" if axis.scale == "log2" else ""))
         ax.set_ylabel("test accuracy (%)")
@@ -658,7 +677,7 @@ def plot_axes(by_axis: dict[str, list[Group]], study: StudyConfig, base: Optiona
     handles, labels = panels[0][0].get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     fig.legend(list(unique.values()), list(unique), loc="lower center", ncol=len(unique), fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, 0.07 / rows, 1, 1))
     atomic_write_bytes(path, _png(fig))
     plt.close(fig)
 
@@ -731,12 +750,16 @@ def plot_curves(by_axis: dict[str, list[Group]], baselines: list[Group], study: 
     if not panels_data:
         return
     # One y-range for all panels, so that their curves compare at a glance.
-    fig, panels = plt.subplots(1, len(panels_data), figsize=(4.6 * len(panels_data), 4.2), squeeze=False, sharey=True)
+    columns = min(PANELS_PER_ROW, len(panels_data))
+    rows = math.ceil(len(panels_data) / columns)
+    fig, panels = plt.subplots(rows, columns, figsize=(4.6 * columns, 4.6 * rows), squeeze=False, sharey=True)
+    for ax in panels.flat[len(panels_data):]:
+        ax.set_visible(False)
     colour = {**colours(study), BASELINE_AXIS: BASELINE_COLOUR}
-    for ax, (name, groups) in zip(panels[0], panels_data):
+    for ax, (name, groups) in zip(panels.flat, panels_data):
         for i, g in enumerate(groups):
             # The panel's colour from axes.png and compute.png, lighter to darker along the axis; the base black.
-            c = BASE_COLOUR if g.base else shade(colour[name], 0.35 + 0.65 * i / max(1, len(groups) - 1))
+            c = BASE_COLOUR if g.base else shade(colour[name], 0.35 + 0.65 * (i / (len(groups) - 1) if len(groups) > 1 else 1))
             for key, style in (("val_acc_curve", "-"), ("train_acc_curve", "--")):
                 curves = [r[key] for r in g.results if r.get(key)]
                 if curves:
@@ -750,7 +773,8 @@ def plot_curves(by_axis: dict[str, list[Group]], baselines: list[Group], study: 
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=min(3, len(groups)), title="point",
                   title_fontsize=8, frameon=False)
         ax.tick_params(labelsize=9)
-    panels[0][0].set_ylabel("accuracy (%), mean of seeds")
+    for row in panels:
+        row[0].set_ylabel("accuracy (%), mean of seeds")
     fig.tight_layout()
     atomic_write_bytes(path, _png(fig))
     plt.close(fig)
