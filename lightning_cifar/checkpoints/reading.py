@@ -5,12 +5,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Iterator, Optional
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import torch
 from pytorch_lightning import LightningDataModule, LightningModule
 
 from lightning_cifar.errors import LightningCifarError
 
+# "s3://...", "https://...", and fsspec's chained "simplecache::s3://...": what Lightning would fetch itself.
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*(://|::)")
 # Keys by which jsonargparse would import and build a class from a value.
 CLASS_KEYS = ("class_path", "_class_path")
 # Where Lightning keeps the model's and the data module's hyperparameters in a checkpoint.
@@ -83,11 +87,25 @@ def refusal_reason(exc: Exception) -> str:
     return f"not a readable checkpoint ({lines[-1] if lines else type(exc).__name__})"
 
 
+def local_checkpoint_path(path: str, label: Optional[str] = None) -> str:
+    """``path`` as a local file's path: a ``file://`` URL of this machine (any case, empty host or ``localhost``)
+    becomes the path it names; any other URL is refused in one line. Lightning would fetch a remote checkpoint
+    itself, after our checks, which could then not look at it, and LightningCLI applies a checkpoint's settings
+    only to a local file: a URL was evaluated with the command line's defaults."""
+    if not URL.match(path):
+        return path
+    parsed = urlparse(path)
+    if "::" not in path.split("://")[0] and parsed.scheme.lower() == "file" and parsed.netloc.lower() in ("", "localhost"):
+        return url2pathname(parsed.path)
+    raise LightningCifarError(f"{label or f'--ckpt_path={path}'}: a URL; lightning-cifar reads checkpoints from local"
+                              " files only, so that it can check one before anything loads it: copy the file here"
+                              " and pass its path (file:///... URLs of this machine work too)")
+
+
 def check_checkpoint(path: str, trusted: bool, label: Optional[str] = None) -> Optional[dict[str, Any]]:
-    """The ``--ckpt_path`` check before anything starts: the file exists and :func:`read_checkpoint`
-    accepts it. Returns the checkpoint, tensors memory-mapped (None when not checked)."""
-    if "://" in path:
-        return None  # remote: Lightning fetches it itself
+    """The ``--ckpt_path`` check before anything starts: a local file (:func:`local_checkpoint_path`) that exists and
+    that :func:`read_checkpoint` accepts. Returns the checkpoint, tensors memory-mapped (None when trusted)."""
+    path = local_checkpoint_path(path, label)
     if not Path(path).is_file():
         raise LightningCifarError(f"{label or f'--ckpt_path={path}'}: no such file; pass a .ckpt file, or last / best")
     if trusted:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_cifar.checkpoints.compatibility import check_weights_fit
-from lightning_cifar.checkpoints.reading import check_checkpoint
+from lightning_cifar.checkpoints.reading import check_checkpoint, local_checkpoint_path
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.models.measure import IMAGE_SHAPE
 from lightning_cifar.training.classifier import Classifier, evaluation_logits, tta_mode
@@ -46,13 +46,10 @@ class ExportedClassifier(nn.Module):
 def load_for_export(ckpt_path: str) -> ExportedClassifier:
     """The checkpoint's network, checked (refusals in ``--ckpt_path``'s words) and loaded: one read each."""
     checkpoint = check_checkpoint(ckpt_path, trusted=False)
-    if checkpoint is None:  # remote: Lightning fetches it
-        model = Classifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
-    else:
-        check_weights_fit(checkpoint, f"--ckpt_path={ckpt_path}")
-        # Checked above: given the open file rather than its path, load_from_checkpoint does not check it again.
-        with open(ckpt_path, "rb") as file:
-            model = Classifier.load_from_checkpoint(file, map_location="cpu", weights_only=True)
+    check_weights_fit(checkpoint, f"--ckpt_path={ckpt_path}")
+    # Checked above: given the open file rather than its path, load_from_checkpoint does not check it again.
+    with open(local_checkpoint_path(ckpt_path), "rb") as file:
+        model = Classifier.load_from_checkpoint(file, map_location="cpu", weights_only=True)
     return ExportedClassifier(model.float()).eval()
 
 

@@ -13,8 +13,6 @@ import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import pytorch_lightning as pl
 import torch
@@ -27,7 +25,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_cifar.checkpoints.compatibility import check_weights_fit, checkpoint_normalize, shapes_only_backbone
 from lightning_cifar.checkpoints.model_settings import explicit_model_keys, plain, reconcile_model_settings
-from lightning_cifar.checkpoints.reading import MODEL_HPARAMS, check_checkpoint
+from lightning_cifar.checkpoints.reading import MODEL_HPARAMS, check_checkpoint, local_checkpoint_path
 from lightning_cifar.checkpoints.run_folders import (
     CHECKPOINT_FILENAME,
     LOG_DIR_NAME,
@@ -219,10 +217,10 @@ class CifarCLI(LightningCLI):
                     " pass the path of a .ckpt file"
                 )
         path = config.get("ckpt_path")
-        if isinstance(path, str) and path.startswith("file://"):
-            # A local file as a URL: checked and loaded as the local path it names, like any other.
-            config["ckpt_path"] = path = url2pathname(urlparse(path).path)
-        if isinstance(path, str) and "://" not in path and Path(path).is_dir():
+        if isinstance(path, str):
+            # A local file as a URL is checked and loaded as the path it names; other URLs are refused.
+            config["ckpt_path"] = path = local_checkpoint_path(path)
+        if isinstance(path, str) and Path(path).is_dir():
             found = checkpoint_of_run(Path(path))
             if found is None:
                 raise LightningCifarError(f"--ckpt_path={path}: a folder with no checkpoint; name a run folder"
@@ -232,7 +230,7 @@ class CifarCLI(LightningCLI):
         if path in (None, "last", "best", *LIGHTNING_ALIASES):
             return
         checkpoint = check_checkpoint(str(path), trusted=config.get("weights_only") is False)
-        if checkpoint is None:  # remote, or trusted: LightningCLI reads its settings itself
+        if checkpoint is None:  # trusted: LightningCLI reads its settings itself
             return
         label = f"--ckpt_path={path}"
         legacy = checkpoint_normalize(checkpoint, label)

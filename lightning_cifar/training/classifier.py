@@ -9,12 +9,12 @@ from typing import Any, Callable, Literal, Optional, Union
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_cifar.checkpoints.compatibility import check_weights_fit, checkpoint_normalize
-from lightning_cifar.checkpoints.reading import check_checkpoint
+from lightning_cifar.checkpoints.reading import check_checkpoint, local_checkpoint_path
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.models.measure import IMAGE_SHAPE, count_parameters
 from lightning_cifar.registry import create_backbone
@@ -22,7 +22,8 @@ from lightning_cifar.training import rng_state
 from lightning_cifar.training.callbacks.loss_guard import NonFiniteLossGuard
 from lightning_cifar.training.input_norm import Standardize
 from lightning_cifar.training.optimizers import MuonWithSGD, parameter_groups
-from lightning_cifar.training.schedules import lr_multiplier
+from lightning_cifar.training.schedules import CHECKPOINT_KEY as SCHEDULE_KEY
+from lightning_cifar.training.schedules import lr_multiplier, resumed_schedule
 
 # Training images a backbone's data-set layers (a whitening layer) are computed from, as the speedruns.
 DATA_INIT_IMAGES = 5000
@@ -178,6 +179,8 @@ class Classifier(pl.LightningModule):
         # Not a registered submodule: the compiled wrapper shares the backbone's
         # weights, and checkpoints must keep the plain backbone's parameter names.
         object.__setattr__(self, "_compiled", torch.compile(self.backbone) if compile else None)
+        self._schedule: Optional[dict[str, Any]] = None  # the learning-rate plan of this fit, saved with checkpoints
+        self._resumed: Optional[tuple[dict[str, Any], int]] = None  # a resumed checkpoint's plan and step
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -188,12 +191,11 @@ class Classifier(pl.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> "Classifier":
         """Lightning's ``load_from_checkpoint``, refusing first a local checkpoint that holds more than
         plain data or names classes in its hyperparameters (see ``checkpoints.reading.read_checkpoint``)."""
-        local = isinstance(checkpoint_path, str) or hasattr(checkpoint_path, "__fspath__")
-        if local:  # a remote file is fetched by Lightning itself (check_checkpoint leaves it alone)
+        if isinstance(checkpoint_path, str) or hasattr(checkpoint_path, "__fspath__"):  # else an open file
             path = os.fspath(checkpoint_path)
-            checked = check_checkpoint(path, trusted=False, label=f"checkpoint {path}")
-            if checked is not None:
-                check_weights_fit(checked, f"checkpoint {path}")
+            label = f"checkpoint {path}"
+            check_weights_fit(check_checkpoint(path, trusted=False, label=label), label)
+            checkpoint_path = local_checkpoint_path(path, label)  # a URL is refused above, file:// made a path
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def configure_callbacks(self) -> list[pl.Callback]:
@@ -277,6 +279,8 @@ class Classifier(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[rng_state.KEY] = rng_state.collect()
+        if self._schedule is not None:  # what a resumed fit compares its own plan with
+            checkpoint[SCHEDULE_KEY] = dict(self._schedule)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         legacy = checkpoint_normalize(checkpoint)
@@ -284,8 +288,13 @@ class Classifier(pl.LightningModule):
             self.input_norm.enabled = legacy
             self.hparams.normalize = legacy
         # Only when resuming a fit: testing or loading weights should not reseed anything.
-        if rng_state.KEY in checkpoint and self._trainer is not None and self.trainer.state.fn == "fit":
+        resuming = self._trainer is not None and self.trainer.state.fn == "fit"
+        if rng_state.KEY in checkpoint and resuming:
             rng_state.restore(checkpoint[rng_state.KEY])
+        # Before configure_optimizers (Lightning restores the modules first): the schedule the weights were trained
+        # on, and the step they stopped at. Checkpoints of lightning-cifar 0.2 do not say; they resume unchecked.
+        if resuming and isinstance(checkpoint.get(SCHEDULE_KEY), dict):
+            self._resumed = (checkpoint[SCHEDULE_KEY], int(checkpoint.get("global_step", 0)))
 
     # -- fit set-up ---------------------------------------------------------------
 
@@ -336,6 +345,7 @@ class Classifier(pl.LightningModule):
         else:
             raise LightningCifarError(f"optimizer={hp.optimizer!r}: allowed values are 'sgd', 'adam', 'adamw', 'muon'")
         if hp.scheduler == "none":
+            self._schedule = {"name": "none", "total_steps": 0, "warmup": 0.0}
             return opt
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
@@ -343,5 +353,12 @@ class Classifier(pl.LightningModule):
                 f"scheduler={hp.scheduler!r} needs a finite run: set --trainer.max_epochs or"
                 " --trainer.max_steps, or use --model.scheduler=none"
             )
+        self._schedule = {"name": hp.scheduler, "total_steps": int(total), "warmup": float(hp.warmup)}
+        if self._resumed is not None:
+            saved, step = self._resumed
+            change = resumed_schedule(saved, hp.scheduler, int(total), float(hp.warmup), step,
+                                      f"--ckpt_path={self.trainer.ckpt_path}")
+            if change is not None:
+                rank_zero_info(change)
         schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(hp.scheduler, int(total), hp.warmup))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
