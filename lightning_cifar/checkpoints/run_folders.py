@@ -77,29 +77,29 @@ def _score(value: Any) -> Optional[float]:
     return score if math.isfinite(score) else None
 
 
+def own_score(path: Path) -> Optional[float]:
+    """The monitored score a checkpoint file was kept for: what its own checkpoint callback recorded when it wrote
+    the file (``current_score``, ours: ``val/acc``), else the ``val_acc`` in its name."""
+    for state in _callback_states(path):
+        if state.get("monitor") == MONITOR:
+            score = _score(state.get("current_score"))
+            if score is not None:
+                return score
+    found = FILENAME_SCORE.search(path.stem)
+    return float(found.group(1)) if found else None
+
+
 def best_in(ckpt_dir: Path) -> Optional[Found]:
-    """The run's best checkpoint: the one its checkpoint callback recorded as best, else the
-    highest ``val_acc`` in the file names; None if the run has no scored checkpoint."""
-    candidates = [p for p in ckpt_dir.glob("*.ckpt") if not p.stem.startswith(LAST_NAME)]
-    if not candidates:
+    """The run's best checkpoint by the score of every kept file (``val/acc``, higher is better; a tie goes to the
+    later epoch by name), never by the files' age: a copied, touched or synced folder keeps its best. None if the
+    run has no scored checkpoint."""
+    scored = [(score, p) for p in ckpt_dir.glob("*.ckpt") if not p.stem.startswith(LAST_NAME)
+              if (score := own_score(p)) is not None]
+    if not scored:
         return None
-    by_name = {p.name: p for p in candidates}
-    # The newest checkpoint (normally last.ckpt, written after the top-k files) knows every score.
-    newest = max(ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
-    states = _callback_states(newest)
-    states.sort(key=lambda s: s.get("monitor") != MONITOR)  # ours first, should a user add others
-    for state in states:
-        # By file name: the folder may have been moved since the run recorded its path.
-        name = Path(str(state.get("best_model_path") or "")).name
-        score = _score(state.get("best_model_score"))
-        if name in by_name and score is not None:
-            return Found(by_name[name], f"best {state.get('monitor')} {score:.4f}, as recorded by the run's"
-                                        " checkpoint callback")
-    scored = [(float(m.group(1)), p) for p in candidates if (m := FILENAME_SCORE.search(p.stem))]
-    if scored:
-        score, path = max(scored, key=lambda sp: (sp[0], sp[1].stat().st_mtime_ns))
-        return Found(path, f"highest val_acc in the file names ({score:.4f})")
-    return None
+    score, path = max(scored, key=lambda sp: (sp[0], sp[1].name))
+    return Found(path, f"best {MONITOR} {score:.4f} of the {len(scored)} scored checkpoint"
+                       f"{'s' if len(scored) != 1 else ''} kept")
 
 
 def find_checkpoint(alias: str, root: Path) -> Optional[Found]:

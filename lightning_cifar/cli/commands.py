@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -99,6 +100,13 @@ def main(args: Optional[Sequence[str]] = None) -> None:
             raise
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
+    except SystemExit as exc:
+        # Lightning's stop on SIGTERM is a SystemExit without a code, status 0: a terminated command must not look
+        # like a finished one to the script that runs it. (By name: importing Lightning here would slow start-up.)
+        if type(exc).__name__ != "SIGTERMException":
+            raise
+        print(f"{PROG}: terminated by SIGTERM", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
     except BrokenPipeError:
         # The reader went away (`lightning-cifar summary | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

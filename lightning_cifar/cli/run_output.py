@@ -127,7 +127,8 @@ def taken_back_on_failure() -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        if not (isinstance(exc, SystemExit) and exc.code in (0, None)):
+        # Lightning's stop on SIGTERM is a SystemExit without a code too, and not a success.
+        if not (isinstance(exc, SystemExit) and exc.code in (0, None)) or type(exc).__name__ == "SIGTERMException":
             remove_unfinished(made)
         raise
     finally:

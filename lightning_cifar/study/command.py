@@ -19,7 +19,7 @@ from lightning_cifar.study.launchers.local import execute
 from lightning_cifar.study.launchers.ray import execute_on_ray
 from lightning_cifar.study.plan import choose, expand, parse_shard, pending_families, shard, waits_for
 from lightning_cifar.study.report import write_report
-from lightning_cifar.study.runner import RESULT_VERSION, check_runs, load_results, write_results_csv
+from lightning_cifar.study.runner import RESULT_VERSION, check_runs, check_same_data, load_results, write_results_csv
 
 STUDY_FILE = "study.json"  # the parsed config, next to the results: what the report is about
 
@@ -115,6 +115,7 @@ def study_command(argv: Sequence[str]) -> int:
         dry_run(runs, check_runs(runs, out, threads, args.data_dir), pending, later, threads, results)
         return 0
     if not args.report_only:
+        check_same_data(out, args.data_dir or study.recipe["data"].get("data_dir"))
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / STUDY_FILE, study_record(study))
         log = lambda line: print(line, flush=True)  # noqa: E731

@@ -31,7 +31,8 @@ from jsonargparse import ArgumentError
 from lightning_cifar import registry
 from lightning_cifar.cli.lightning_cli import check_output_dirs, make_cli
 from lightning_cifar.cli.program import expected_warnings_hidden
-from lightning_cifar.data.datamodule import CIFAR10DataModule
+from lightning_cifar.data.datamodule import DEFAULT_DATA_DIR, CIFAR10DataModule
+from lightning_cifar.data.fingerprint import data_fingerprint
 from lightning_cifar.files import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from lightning_cifar.models.measure import count_parameters, forward_flops, spatial_profile
 from lightning_cifar.study import machine
@@ -304,6 +305,7 @@ def train_run(run: Run, workdir: Path, threads: int, data_dir: Optional[str] = N
         "train_loss_curve": epochs.train_loss,
         "threads": threads,
         "device": machine.describe(model.device, threads),
+        "data_fingerprint": data_fingerprint(dm.data_dir),
         "software": machine.software(),
         "fit_arguments": fit_arguments(recipe_config(run, threads, data_dir)),
     }
@@ -346,6 +348,23 @@ def quiet_lightning() -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+def check_same_data(out: Path, study_data_dir: Optional[str]) -> None:
+    """Refuse, in one line, to add runs to ``out`` when its finished runs were trained on other data than the folder
+    this invocation reads (by the files' fingerprint; the path alone says nothing): their numbers would be reported
+    as this data's. Runs of lightning-cifar 0.2 recorded no fingerprint and are not checked."""
+    where = study_data_dir or DEFAULT_DATA_DIR
+    current = data_fingerprint(where)
+    if current is None:
+        return  # no data there: the first run says so
+    other = sorted({r["data_fingerprint"] for r in load_results(out) if r.get("data_fingerprint") not in (None, current)})
+    if other:
+        count = sum(r.get("data_fingerprint") in other for r in load_results(out))
+        raise StudyConfigError(
+            f"--out {out}: {count} of its runs were trained on other data (fingerprint {', '.join(other)}) than"
+            f" {where} holds ({current}); a study's results come from one dataset: use another --out, or point"
+            " --data.data_dir at the data those runs came from")
 
 
 def check_runs(runs: list[Run], out: Path, threads: int, data_dir: Optional[str] = None) -> dict[str, Any]:

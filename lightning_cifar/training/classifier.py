@@ -20,6 +20,7 @@ from lightning_cifar.models.measure import IMAGE_SHAPE, count_parameters
 from lightning_cifar.registry import create_backbone
 from lightning_cifar.training import rng_state
 from lightning_cifar.training.callbacks.loss_guard import NonFiniteLossGuard
+from lightning_cifar.training.callbacks.termination import StopOnSigterm
 from lightning_cifar.training.input_norm import Standardize
 from lightning_cifar.training.optimizers import MuonWithSGD, parameter_groups
 from lightning_cifar.training.schedules import CHECKPOINT_KEY as SCHEDULE_KEY
@@ -203,7 +204,7 @@ class Classifier(pl.LightningModule):
         # (once: Lightning asks again at every fit/test and would announce a replacement).
         if self._trainer is not None and any(isinstance(cb, NonFiniteLossGuard) for cb in self.trainer.callbacks):
             return []
-        return [NonFiniteLossGuard()]
+        return [NonFiniteLossGuard(), StopOnSigterm()]
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits for float images in [0, 1] of shape (N, 3, 32, 32)."""

@@ -117,7 +117,7 @@ def test_best_falls_back_to_the_scores_in_the_file_names(best_not_newest, tmp_pa
         shutil.copy2(path, copy / path.name)
     (copy / max(scored, key=lambda p: p.stat().st_mtime_ns).name).write_bytes(b"not a checkpoint")
     found = find_checkpoint("best", tmp_path)
-    assert found.path.name == max(scored, key=scored.get).name and "file names" in found.why
+    assert found.path.name == max(scored, key=scored.get).name and "scored checkpoints kept" in found.why
 
 
 def test_val_split_zero_trains_on_every_image_and_keeps_the_last_checkpoint(tiny_cifar, tmp_path, cli):

@@ -90,3 +90,109 @@ def test_resuming_with_the_same_settings_says_nothing_about_the_schedule(two_epo
     cwd, data = two_epochs
     result = cli(["fit", *data, *SMALL_NET, "--trainer.max_epochs=2", "--ckpt_path=last"], cwd)
     assert "re-plans" not in result.stderr and result.returncode == 0
+
+
+# -- 3. a study pointed at other data ---------------------------------------------------------------------------
+
+
+def test_a_study_does_not_report_runs_of_other_data_as_this_datas(tmp_path, tiny_cifar, cli):
+    import shutil
+
+    from tests.helpers.cifar_files import write_tiny_cifar
+    from tests.helpers.studies import tiny_study, write_study
+
+    config = write_study(tmp_path / "study.yaml", tiny_study(tiny_cifar, seeds=[0], baselines=[], axes=[
+        {"name": "width", "kind": "width", "param": "width_mult", "values": [1]}]))
+    out = tmp_path / "out"
+    cli(["study", "-c", str(config), "--out", str(out)], tmp_path)
+    (result,) = [json.loads(p.read_text()) for p in out.glob("runs/*/result.json")]
+    assert result["data_fingerprint"]
+    # The same files elsewhere are the same data: the run counts as done.
+    shutil.copytree(tiny_cifar, tmp_path / "copy")
+    again = cli(["study", "-c", str(config), "--out", str(out), f"--data.data_dir={tmp_path / 'copy'}"], tmp_path)
+    assert "1 of 1 runs already done; 0 to run" in again.stdout
+    # Other files are other data, at any path: refused before anything is reused or trained.
+    other = write_tiny_cifar(tmp_path / "other", seed=1)
+    line = one_line_error(cli(["study", "-c", str(config), "--out", str(out), f"--data.data_dir={other}"], tmp_path,
+                              check=False))
+    assert f"--out {out}: 1 of its runs were trained on other data (fingerprint {result['data_fingerprint']})" in line
+    assert [json.loads(p.read_text()) for p in out.glob("runs/*/result.json")] == [result]
+
+
+# -- 4. --ckpt_path=best by score, never by age --------------------------------------------------------------
+
+
+def kept_checkpoint(path, score, best_path, best_score):
+    """A checkpoint as Lightning's ModelCheckpoint leaves it: its callback state records this file's score
+    (current_score) and the best so far when it was written."""
+    import torch
+
+    state = {"monitor": "val/acc", "current_score": torch.tensor(score), "best_model_path": str(best_path),
+             "best_model_score": torch.tensor(best_score), "best_k_models": {}, "kth_best_model_path": "",
+             "kth_value": torch.tensor(score), "last_model_path": "", "dirpath": str(path.parent)}
+    torch.save({"state_dict": {}, "epoch": 0, "global_step": 1, "pytorch-lightning_version": "2.6.0",
+                "callbacks": {"ModelCheckpoint{'monitor': 'val/acc', 'mode': 'max'}": state}}, path)
+    return path
+
+
+def test_the_best_checkpoint_is_chosen_by_every_kept_files_score_not_by_their_age(tmp_path):
+    import os
+
+    from lightning_cifar.checkpoints.run_folders import best_in, find_checkpoint
+
+    run = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    run.mkdir(parents=True)
+    first = kept_checkpoint(run / "epoch000-val_acc0.3000.ckpt", 0.3, run / "epoch000-val_acc0.3000.ckpt", 0.3)
+    second = kept_checkpoint(run / "epoch001-val_acc0.5000.ckpt", 0.5, run / "epoch001-val_acc0.5000.ckpt", 0.5)
+    kept_checkpoint(run / "last.ckpt", 0.5, second, 0.5)
+    later = second.stat().st_mtime + 3600
+    os.utime(first, (later, later))  # a sync or a `touch` made the worse, older file the newest
+    assert best_in(run).path == second
+    assert find_checkpoint("best", tmp_path).path == second
+    # A renamed file keeps its own recorded score; a file without a state is scored by its name.
+    os.rename(second, run / "renamed.ckpt")
+    assert best_in(run).path == run / "renamed.ckpt"
+
+
+# -- 5. SIGTERM --------------------------------------------------------------------------------------------------
+
+
+def sigterm_at(stage, batch=1, epoch=0):
+    return ('--trainer.callbacks+={"class_path": "tests.helpers.signals.SigtermAt", "init_args": {"stage": "%s",'
+            ' "batch": %d, "epoch": %d}}' % (stage, batch, epoch))
+
+
+def test_a_terminated_fit_exits_143_keeping_the_epochs_that_ended(tmp_path, tiny_cifar, cli):
+    import torch
+
+    data = [f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--trainer.precision=32-true"]
+    result = cli(["fit", *data, *SMALL_NET, "--trainer.max_epochs=5", sigterm_at("train", epoch=1)], tmp_path,
+                 check=False)
+    assert result.returncode == 143, result.stderr[-2000:]
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert f"SIGTERM: fit stopped during epoch 2 of 5; {last.relative_to(tmp_path)} holds the epochs before it" in \
+        result.stderr.replace(str(tmp_path) + "/", "")
+    assert "terminated by SIGTERM" in result.stderr
+    assert torch.load(last, weights_only=True)["epoch"] == 0  # the epoch that ended, kept to resume from
+    # Stopped in its first epoch, a fit keeps nothing: no run folder is left behind.
+    again = cli(["fit", *data, *SMALL_NET, "--trainer.max_epochs=5", sigterm_at("train")], tmp_path, check=False)
+    assert again.returncode == 143 and "no epoch had ended, so nothing was kept" in again.stderr
+    assert not (tmp_path / "lightning_logs" / "version_1").exists()
+
+
+@pytest.mark.parametrize("command", ["test", "validate", "predict"])
+def test_a_terminated_evaluation_exits_143_and_writes_nothing(unnormalized, tmp_path, cli, command):
+    from PIL import Image
+
+    cwd, data, ckpt = unnormalized
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(4):
+        Image.new("RGB", (32, 32), (60 * i, 20, 200)).save(photos / f"{i}.png")
+    extra = [f"--data.predict_dir={photos}"] if command == "predict" else []
+    out = tmp_path / "out"
+    result = cli([command, *data, "--data.eval_batch_size=10" if command != "predict" else "--data.eval_batch_size=1",
+                  *extra, f"--ckpt_path={ckpt}", f"--output={out}", sigterm_at(command)], cwd, check=False)
+    assert result.returncode == 143, result.stderr[-2000:]
+    assert f"SIGTERM: {command} stopped before its end; nothing of it was written" in result.stderr
+    assert not out.exists() or not any(out.rglob("*.*")), sorted(out.rglob("*"))
