@@ -79,6 +79,39 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=1))
 
 
+# What a file we read may hold once its shared parts are spelled out (YAML aliases, a pickle's shared references):
+# our configs, studies and checkpoints' hyperparameters hold a few hundred values and nest a few levels. A ~1 KB
+# file of nested YAML anchors or pickled shared lists expands to billions (2^60 paths), which every walk over it
+# (ours, jsonargparse's, Lightning's) would follow.
+MAX_EXPANDED_VALUES = 100_000
+MAX_NESTING = 64
+
+
+def check_expanded(value: Any, label: str, error: type[LightningCifarError] = LightningCifarError) -> None:
+    """Refuse, in one line, a value that contains itself, nests deeper than :data:`MAX_NESTING` or spells out to
+    more than :data:`MAX_EXPANDED_VALUES` values; without recursion, and without expanding more than the limit."""
+    count = 0
+    stack: list[tuple[Any, int, frozenset[int]]] = [(value, 0, frozenset())]
+    while stack:
+        item, depth, above = stack.pop()
+        count += 1
+        if count > MAX_EXPANDED_VALUES:
+            raise error(f"{label}: holds more than {MAX_EXPANDED_VALUES:,} values once its repeated parts (YAML"
+                        " aliases, shared references) are spelled out; refused before anything walks it")
+        if isinstance(item, dict):
+            children = [*item.keys(), *item.values()]
+        elif isinstance(item, (list, tuple, set)):
+            children = list(item)
+        else:
+            continue
+        if id(item) in above:
+            raise error(f"{label}: contains itself (a list or mapping that refers back to itself); refused")
+        if depth >= MAX_NESTING:
+            raise error(f"{label}: nests more than {MAX_NESTING} levels deep; refused")
+        inner = above | {id(item)}
+        stack.extend((child, depth + 1, inner) for child in children)
+
+
 def read_yaml(path: str | Path, what: str = "config", error: type[LightningCifarError] = LightningCifarError) -> Any:
     path = Path(path)
     if path.is_dir():
@@ -86,9 +119,11 @@ def read_yaml(path: str | Path, what: str = "config", error: type[LightningCifar
     if not path.is_file():
         raise error(f"{what} {path} does not exist")
     try:
-        return yaml.safe_load(path.read_text())
+        loaded = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise error(f"{path}:{where}: malformed YAML: {problem}") from exc
+    check_expanded(loaded, f"{what} {path}", error)
+    return loaded

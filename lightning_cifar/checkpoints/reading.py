@@ -12,9 +12,12 @@ import torch
 from pytorch_lightning import LightningDataModule, LightningModule
 
 from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.files import check_expanded
 
 # "s3://...", "https://...", and fsspec's chained "simplecache::s3://...": what Lightning would fetch itself.
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*(://|::)")
+# The parts of a checkpoint that hold one entry per tensor, checked by shape (compatibility), not walked.
+BULK = ("state_dict", "optimizer_states")
 # Keys by which jsonargparse would import and build a class from a value.
 CLASS_KEYS = ("class_path", "_class_path")
 # Where Lightning keeps the model's and the data module's hyperparameters in a checkpoint.
@@ -66,6 +69,8 @@ def read_checkpoint(path: str, label: Optional[str] = None) -> dict[str, Any]:
                 " with a Trainer, or pass a .ckpt written by lightning-cifar fit")
         raise LightningCifarError(f"{label}: not a Lightning checkpoint (no state_dict; it holds"
                                   f" {', '.join(map(str, list(checkpoint)[:5])) or 'nothing'})")
+    # Before anything walks it (our class_paths, jsonargparse, Lightning): everything but the tensors' own mappings.
+    check_expanded({k: v for k, v in checkpoint.items() if k not in BULK}, label)
     named = [hit for section in (MODEL_HPARAMS, DATA_HPARAMS) for hit in class_paths(checkpoint.get(section), section)]
     if named:
         raise LightningCifarError(

@@ -22,6 +22,7 @@ import yaml
 from jsonargparse import get_loader, set_loader
 
 from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.files import check_expanded
 
 # The parser mode of our LightningCLI: jsonargparse's YAML, through load_config_text.
 PARSER_MODE = "lightning_cifar_yaml"
@@ -107,7 +108,9 @@ def load_config_text(text: str, path: str = "") -> Any:
     load = get_loader("yaml")
     files = _reading.get()
     if not path:
-        return load(text)  # a value given on the command line
+        value = load(text)  # a value given on the command line
+        check_expanded(value, f"the value {text[:40]!r}")
+        return value
     label = files.label(path) if files is not None else path
     try:
         config = load(text)
@@ -121,6 +124,7 @@ def load_config_text(text: str, path: str = "") -> Any:
     if not isinstance(config, dict):
         raise LightningCifarError(f"config {label} holds a {type(config).__name__}, not a mapping of options to"
                                   f" values, {EXAMPLE}")
+    check_expanded(config, f"config {label}")  # before our key walk and jsonargparse's
     for key in _dotted_keys(config):
         _moved(key, label)
     if files is not None:

@@ -196,3 +196,109 @@ def test_a_terminated_evaluation_exits_143_and_writes_nothing(unnormalized, tmp_
     assert result.returncode == 143, result.stderr[-2000:]
     assert f"SIGTERM: {command} stopped before its end; nothing of it was written" in result.stderr
     assert not out.exists() or not any(out.rglob("*.*")), sorted(out.rglob("*"))
+
+
+# -- 6, 7. small files that expand without end --------------------------------------------------------------
+# Each in a fresh process with a deadline: on the code before the fix they ran until killed.
+
+HANG_DEADLINE = 60
+
+
+def shared_lists(levels):
+    """[x, x] where x = [y, y] ...: a few bytes pickled (pickle keeps one copy of each), 2^levels paths walked."""
+    value = [0]
+    for _ in range(levels):
+        value = [value, value]
+    return value
+
+
+def self_containing():
+    value = [1]
+    value.append(value)
+    return value
+
+
+def nested(depth):
+    value = [0]
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("payload, message", [
+    (lambda: shared_lists(60), "holds more than 100,000 values once its repeated parts"),
+    (self_containing, "contains itself"),
+    (lambda: nested(5000), "nests more than 64 levels deep"),
+])
+@pytest.mark.parametrize("command", ["test", "export"])
+def test_checkpoint_hyperparameters_that_never_end_are_refused_at_once(unnormalized, tmp_path, command, payload,
+                                                                       message):
+    import sys
+
+    import torch
+
+    from tests.helpers.runs import run_cli
+
+    cwd, data, ckpt = unnormalized
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint["hyper_parameters"]["backbone_kwargs"] = {"widths": payload()}
+    planted = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    planted.parent.mkdir(parents=True)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)  # pickling 5,000 nested lists needs it; reading them back must not
+    try:
+        torch.save(checkpoint, planted)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert planted.stat().st_size < 200_000
+    # test finds it as --ckpt_path=last; export takes a path
+    args = [command, *(data if command == "test" else []), f"--ckpt_path={'last' if command == 'test' else planted}"]
+    line = one_line_error(run_cli(args, tmp_path, check=False, timeout=HANG_DEADLINE))
+    assert "last.ckpt" in line and message in line
+
+
+def test_load_from_checkpoint_refuses_them_too(unnormalized, tmp_path):
+    import torch
+
+    from lightning_cifar.errors import LightningCifarError
+    from lightning_cifar.training.classifier import Classifier
+
+    _, _, ckpt = unnormalized
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint["hyper_parameters"]["backbone_kwargs"] = {"widths": shared_lists(60)}
+    torch.save(checkpoint, tmp_path / "bomb.ckpt")
+    with pytest.raises(LightningCifarError, match="holds more than 100,000 values"):
+        Classifier.load_from_checkpoint(tmp_path / "bomb.ckpt")
+
+
+def alias_bomb(levels=9):
+    """About 1 KB of YAML whose anchors spell out to 10^levels strings."""
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for i in range(1, levels + 1):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]")
+    return lines
+
+
+def test_a_yaml_alias_bomb_in_a_config_file_is_refused_at_once(tmp_path, tiny_cifar):
+    from tests.helpers.runs import run_cli
+
+    config = tmp_path / "bomb.yaml"
+    config.write_text("\n".join(["model:", "  backbone_kwargs:", *(f"    {line}" for line in alias_bomb())]) + "\n")
+    assert config.stat().st_size < 2000
+    line = one_line_error(run_cli(["fit", "-c", str(config), f"--data.data_dir={tiny_cifar}"], tmp_path, check=False,
+                                  timeout=HANG_DEADLINE))
+    assert f"config {config}: holds more than 100,000 values once its repeated parts (YAML aliases" in line
+
+
+def test_a_yaml_alias_bomb_in_a_study_file_is_refused_at_once(tmp_path, tiny_cifar):
+    import yaml
+
+    from tests.helpers.runs import run_cli
+    from tests.helpers.studies import tiny_study
+
+    study = yaml.safe_dump(tiny_study(tiny_cifar))
+    bomb = tmp_path / "study.yaml"
+    bomb.write_text(study + "\n".join(["x-anchors:", *(f"  {line}" for line in alias_bomb())]) + "\n")
+    result = run_cli(["study", "-c", str(bomb), "--out", str(tmp_path / "out"), "--dry-run"], tmp_path, check=False,
+                     timeout=HANG_DEADLINE)
+    assert "holds more than 100,000 values once its repeated parts" in one_line_error(result)
