@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from lightning_cifar.checkpoints.compatibility import check_weights_fit
+from lightning_cifar.checkpoints.compatibility import check_checkpoint_fits
 from lightning_cifar.checkpoints.reading import check_checkpoint, local_checkpoint_path
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.models.measure import IMAGE_SHAPE
@@ -46,7 +46,7 @@ class ExportedClassifier(nn.Module):
 def load_for_export(ckpt_path: str) -> ExportedClassifier:
     """The checkpoint's network, checked (refusals in ``--ckpt_path``'s words) and loaded: one read each."""
     checkpoint = check_checkpoint(ckpt_path, trusted=False)
-    check_weights_fit(checkpoint, f"--ckpt_path={ckpt_path}")
+    check_checkpoint_fits(checkpoint, f"--ckpt_path={ckpt_path}")
     # Checked above: given the open file rather than its path, load_from_checkpoint does not check it again.
     with open(local_checkpoint_path(ckpt_path), "rb") as file:
         model = Classifier.load_from_checkpoint(file, map_location="cpu", weights_only=True)

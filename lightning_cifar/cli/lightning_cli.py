@@ -36,7 +36,6 @@ from lightning_cifar.checkpoints.run_folders import (
 )
 from lightning_cifar.checkpoints.writing import AtomicCheckpointIO
 from lightning_cifar.cli.config_files import PARSER_MODE, ConfigFiles, reading_config_files
-from lightning_cifar.cli.memory_check import check_memory
 from lightning_cifar.cli.program import DEBUG_ENV, PROG, expected_warnings_hidden
 from lightning_cifar.cli.run_output import (
     default_logger,
@@ -46,6 +45,7 @@ from lightning_cifar.cli.run_output import (
     taken_back_on_failure,
 )
 from lightning_cifar.data.datamodule import CIFAR10DataModule
+from lightning_cifar.models.footprint import check_memory
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.tools.threads import ThreadsForLoad
 from lightning_cifar.training.callbacks.checkpointing import LatestCheckpoint
@@ -343,7 +343,7 @@ class CifarCLI(LightningCLI):
                                  " the command)")
         parser.add_argument("--check_memory", type=bool, default=True,
                             help="refuse a network that cannot fit in memory, estimated before it is built"
-                                 " (lightning_cifar/cli/memory_check.py); false skips the estimate")
+                                 " (lightning_cifar/models/footprint.py); false skips the estimate")
         for key, callback in CALLBACK_GROUPS.items():
             parser.add_class_arguments(callback, key, fail_untyped=False, sub_configs=True)
         parser.set_defaults(CHECKPOINT_DEFAULTS)

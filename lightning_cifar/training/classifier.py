@@ -13,7 +13,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_cifar.checkpoints.compatibility import check_weights_fit, checkpoint_normalize
+from lightning_cifar.checkpoints.compatibility import check_checkpoint_fits, checkpoint_normalize
 from lightning_cifar.checkpoints.reading import check_checkpoint, local_checkpoint_path
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.models.measure import IMAGE_SHAPE, count_parameters
@@ -195,7 +195,7 @@ class Classifier(pl.LightningModule):
         if isinstance(checkpoint_path, str) or hasattr(checkpoint_path, "__fspath__"):  # else an open file
             path = os.fspath(checkpoint_path)
             label = f"checkpoint {path}"
-            check_weights_fit(check_checkpoint(path, trusted=False, label=label), label)
+            check_checkpoint_fits(check_checkpoint(path, trusted=False, label=label), label)
             checkpoint_path = local_checkpoint_path(path, label)  # a URL is refused above, file:// made a path
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 

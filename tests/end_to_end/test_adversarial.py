@@ -404,7 +404,7 @@ def test_model_settings_given_with_a_checkpoint(trained, tmp_path, cli):
 
 
 def test_a_network_that_cannot_fit_is_refused_before_it_is_built(trained, tmp_path, cli, monkeypatch):
-    from lightning_cifar.cli import memory_check
+    from lightning_cifar.models import footprint as memory_check
 
     _, data, _ = trained
     # This machine's 24 GiB, fixed: on a larger machine the network would fit, and the test would train it.
@@ -420,7 +420,7 @@ def test_a_network_that_cannot_fit_is_refused_before_it_is_built(trained, tmp_pa
 
 
 def test_the_memory_check_uses_the_machines_memory_and_can_be_switched_off(trained, tmp_path, cli, monkeypatch):
-    from lightning_cifar.cli import memory_check
+    from lightning_cifar.models import footprint as memory_check
 
     _, data, _ = trained
     monkeypatch.setattr(memory_check, "available_bytes", lambda accelerator: (50_000, "a tiny machine"))

@@ -2,7 +2,6 @@
 and tracebacks where one line is due. Each test failed on the code before its fix."""
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -258,17 +257,20 @@ def test_checkpoint_hyperparameters_that_never_end_are_refused_at_once(unnormali
 
 
 def test_load_from_checkpoint_refuses_them_too(unnormalized, tmp_path):
-    import torch
+    import subprocess
+    import sys
 
-    from lightning_cifar.errors import LightningCifarError
-    from lightning_cifar.training.classifier import Classifier
+    import torch
 
     _, _, ckpt = unnormalized
     checkpoint = torch.load(ckpt, weights_only=True)
     checkpoint["hyper_parameters"]["backbone_kwargs"] = {"widths": shared_lists(60)}
     torch.save(checkpoint, tmp_path / "bomb.ckpt")
-    with pytest.raises(LightningCifarError, match="holds more than 100,000 values"):
-        Classifier.load_from_checkpoint(tmp_path / "bomb.ckpt")
+    code = ("from lightning_cifar.training.classifier import Classifier\n"
+            "try:\n    Classifier.load_from_checkpoint('bomb.ckpt')\nexcept Exception as exc:\n    print(exc)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=HANG_DEADLINE)
+    assert "holds more than 100,000 values" in done.stdout, done.stderr[-2000:]
 
 
 def alias_bomb(levels=9):
@@ -302,3 +304,48 @@ def test_a_yaml_alias_bomb_in_a_study_file_is_refused_at_once(tmp_path, tiny_cif
     result = run_cli(["study", "-c", str(bomb), "--out", str(tmp_path / "out"), "--dry-run"], tmp_path, check=False,
                      timeout=HANG_DEADLINE)
     assert "holds more than 100,000 values once its repeated parts" in one_line_error(result)
+
+
+# -- 8, 9. checkpoints that unpack or build far beyond their size ----------------------------------------------
+
+
+def test_a_checkpoint_with_a_compressed_record_is_refused_before_it_is_unpacked(unnormalized, tmp_path, cli):
+    import zipfile
+
+    import torch
+
+    cwd, data, ckpt = unnormalized
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint["hyper_parameters"]["note"] = "x" * 100_000_000  # 100 MB of plain data, compressible to ~100 KB
+    plain = tmp_path / "plain.ckpt"
+    torch.save(checkpoint, plain)
+    crafted = tmp_path / "deflated.ckpt"
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(crafted, "w", zipfile.ZIP_DEFLATED) as target:
+        for record in source.infolist():
+            target.writestr(record.filename, source.read(record.filename))
+    assert crafted.stat().st_size < 2_000_000
+    for command in ("test", "export"):
+        args = [command, *(data if command == "test" else []), f"--ckpt_path={crafted}"]
+        line = one_line_error(cli(args, cwd, check=False))
+        assert "deflated.ckpt: refused: its record" in line and "is compressed" in line
+
+
+@pytest.mark.parametrize("way", ["export", "load_from_checkpoint"])
+def test_export_and_load_from_checkpoint_check_memory_as_test_does(unnormalized, tmp_path, cli, monkeypatch, way):
+    from lightning_cifar.errors import LightningCifarError
+    from lightning_cifar.models import footprint
+    from lightning_cifar.training.classifier import Classifier
+
+    cwd, data, ckpt = unnormalized
+    monkeypatch.setattr(footprint, "available_bytes", lambda accelerator: (1_000, "a tiny machine"))
+    expected = "running it on batches of 1 needs at least"
+    if way == "export":
+        line = one_line_error(cli(["export", f"--ckpt_path={ckpt}", f"--output={tmp_path / 'm.onnx'}"], cwd,
+                                  check=False))
+        assert expected in line and "a tiny machine" in line and not (tmp_path / "m.onnx").exists()
+    else:
+        with pytest.raises(LightningCifarError, match=expected):
+            Classifier.load_from_checkpoint(ckpt)
+    # as test does, at its evaluation batch size
+    assert "running it on batches of 50 needs" in one_line_error(cli(["test", *data, f"--ckpt_path={ckpt}"], cwd,
+                                                                        check=False))

@@ -16,7 +16,6 @@ from typing import Any, Optional
 
 import torch
 
-from lightning_cifar.checkpoints.compatibility import shapes_only_backbone
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.models.measure import IMAGE_SHAPE
 
@@ -74,10 +73,11 @@ def available_bytes(accelerator: str) -> tuple[int, str]:
 
 
 def check_memory(model: dict[str, Any], batch_size: int, training: bool, accelerator: str,
-                 net: Optional[torch.nn.Module] = None) -> None:
+                 net: Optional[torch.nn.Module]) -> None:
     """Refuse, in one line with the estimate, a network that cannot fit; ``--check_memory=false`` skips this.
-    ``net``: the network of ``model`` on the meta device (built here if not given)."""
-    found = footprint(net if net is not None else shapes_only_backbone(model))
+    ``net``: the network of the settings ``model`` on the meta device
+    (:func:`lightning_cifar.checkpoints.compatibility.shapes_only_backbone`); None: no estimate."""
+    found = footprint(net)
     if found is None:
         return
     need = found.training_bytes(batch_size) if training else found.inference_bytes(batch_size)
