@@ -349,3 +349,43 @@ def test_export_and_load_from_checkpoint_check_memory_as_test_does(unnormalized,
     # as test does, at its evaluation batch size
     assert "running it on batches of 50 needs" in one_line_error(cli(["test", *data, f"--ckpt_path={ckpt}"], cwd,
                                                                         check=False))
+
+
+# -- 10, 11. predict: animated images and files far larger than an image ---------------------------------------
+
+
+def test_an_animated_image_is_read_by_its_first_frame_and_the_folder_still_predicted(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from lightning_cifar.data.image_folder import load_image_folder
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (40, 30), "red").save(folder / "photo.png")
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(300)]
+    frames[0] = Image.new("RGB", (64, 64), "blue")
+    frames[0].save(folder / "moving.png", format="GIF", save_all=True, append_images=frames[1:], duration=10)
+    found = load_image_folder(folder)
+    assert found.files == ["moving.png", "photo.png"] and found.skipped == []
+    blue = found.images[0].float().mean(dim=(1, 2))
+    assert blue[2] > 200 and blue[0] < 30  # the first frame, blue; not a stack of 300 frames
+
+
+def test_a_file_larger_than_any_image_of_the_pixel_limit_is_skipped_unread(tmp_path):
+    from PIL import Image
+
+    from lightning_cifar.data.image_folder import load_image_folder
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (40, 30), "red").save(folder / "photo.png")
+    big = folder / "huge.png"
+    Image.new("RGB", (10, 10), "green").save(big)
+    with open(big, "r+b") as f:
+        f.truncate(50 * 2**20)  # a valid header, then 50 MB of holes (sparse: no disk used)
+    found = load_image_folder(folder, max_pixels=10_000)
+    assert found.files == ["photo.png"]
+    assert found.skipped == [("huge.png", "52,428,800 bytes, more than an image of 10,000 pixels needs"
+                                          " (--data.max_image_pixels)")]
