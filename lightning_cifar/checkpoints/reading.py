@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickletools
 import re
 import zipfile
 from pathlib import Path
@@ -50,7 +51,7 @@ def read_checkpoint(path: str, label: Optional[str] = None) -> dict[str, Any]:
     label = label or f"checkpoint {path}"
     if Path(path).is_file() and Path(path).stat().st_size == 0:
         raise LightningCifarError(f"{label}: the file is empty (0 bytes), not a checkpoint")
-    check_records_stored(path, label)
+    check_records(path, label)
     try:
         try:
             # mmap: the check unpickles the structure without reading every tensor a second time.
@@ -73,6 +74,7 @@ def read_checkpoint(path: str, label: Optional[str] = None) -> dict[str, Any]:
                                   f" {', '.join(map(str, list(checkpoint)[:5])) or 'nothing'})")
     # Before anything walks it (our class_paths, jsonargparse, Lightning): everything but the tensors' own mappings.
     check_expanded({k: v for k, v in checkpoint.items() if k not in BULK}, label)
+    check_layout(checkpoint, label)
     named = [hit for section in (MODEL_HPARAMS, DATA_HPARAMS) for hit in class_paths(checkpoint.get(section), section)]
     if named:
         raise LightningCifarError(
@@ -82,24 +84,133 @@ def read_checkpoint(path: str, label: Optional[str] = None) -> dict[str, Any]:
     return checkpoint
 
 
-def check_records_stored(path: str, label: str) -> None:
-    """Refuse a zip checkpoint with a compressed record, before torch.load decompresses it. torch.save stores every
-    record as it is, so what a record may allocate is bounded by the file's own size; a crafted 1.9 MB file with a
-    DEFLATE-compressed pickle unpacked to 2 GB and peaked at 6.7 GB before the refusal came."""
+def tensor_paths(value: Any, where: str) -> Iterator[str]:
+    """Where in ``value`` (nested dicts and lists, already bounded by ``check_expanded``) a tensor sits."""
+    if isinstance(value, torch.Tensor):
+        yield where
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from tensor_paths(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from tensor_paths(item, f"{where}[{i}]")
+
+
+def check_layout(checkpoint: dict[str, Any], label: str) -> None:
+    """Refuse, in one line, a checkpoint with the right keys holding the wrong kinds of value (a state_dict that is
+    text or a list, settings that are a list, a tensor as a setting, a backbone that is not a name), which used to
+    end in AttributeError or TypeError tracebacks wherever they were first used."""
+    weights = checkpoint["state_dict"]
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in weights.items()):
+        what = f"a {type(weights).__name__}" if not isinstance(weights, dict) else "a mapping holding other things"
+        raise LightningCifarError(f"{label}: its state_dict is {what}, not a mapping of names to tensors; not a"
+                                  " checkpoint lightning-cifar wrote")
+    for section in (MODEL_HPARAMS, DATA_HPARAMS):
+        value = checkpoint.get(section)
+        if value is not None and not isinstance(value, dict):
+            raise LightningCifarError(f"{label}: its {section} is a {type(value).__name__}, not a mapping of settings")
+        tensor = next(tensor_paths(value, section), None)
+        if tensor is not None:
+            raise LightningCifarError(f"{label}: {tensor} is a tensor; settings are plain values (numbers, text,"
+                                      " lists, mappings)")
+    model = checkpoint.get(MODEL_HPARAMS) or {}
+    if "backbone" in model and not isinstance(model["backbone"], str):
+        raise LightningCifarError(f"{label}: {MODEL_HPARAMS}.backbone is {model['backbone']!r}, not a backbone name")
+    if not isinstance(model.get("backbone_kwargs") or {}, dict):
+        raise LightningCifarError(f"{label}: {MODEL_HPARAMS}.backbone_kwargs is a"
+                                  f" {type(model['backbone_kwargs']).__name__}, not a mapping of keyword arguments")
+
+
+def check_records(path: str, label: str) -> None:
+    """Refuse, before torch.load reads it, a zip checkpoint with a compressed record (torch.save stores every record
+    as it is, so what a record may allocate is bounded by the file's own size; a crafted 1.9 MB file with a
+    DEFLATE-compressed pickle unpacked to 2 GB and peaked at 6.7 GB before the refusal came), or with a tensor record
+    shorter than its header says (the memory-mapped check let it through; Lightning's load then failed)."""
     try:
-        with open(path, "rb") as file:  # one open: the zip's directory at the end of the file, no record read
+        with open(path, "rb") as file:  # one open: the zip's directory at the end of the file, and the structure
             if not zipfile.is_zipfile(file):
                 return  # a pre-zipfile checkpoint: a plain pickle, as large as the file
             with zipfile.ZipFile(file) as archive:
                 records = archive.infolist()
+                structure = read_structure(archive, records, label)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise LightningCifarError(f"{label}: not a readable checkpoint ({exc})") from None
+    if structure is None:
+        return
+    sizes = {record.filename: record.file_size for record in records}
+    folder = next(name for name in sizes if name.endswith("/data.pkl"))[: -len("data.pkl")]
+    for key, expected in storage_sizes(structure):
+        found = sizes.get(f"{folder}data/{key}")
+        if found is None or found < expected:
+            raise LightningCifarError(
+                f"{label}: its tensor record data/{key} holds {found or 0:,} bytes where its header says {expected:,};"
+                " the file was cut short or altered")
+
+
+def read_structure(archive: zipfile.ZipFile, records: list[zipfile.ZipInfo], label: str) -> Optional[bytes]:
+    """The checkpoint's pickled structure (``data.pkl``), refused unless every record is stored uncompressed
+    and the structure is of a sensible size; None where the archive has no structure record."""
     for record in records:
         if record.compress_type != zipfile.ZIP_STORED:
             raise LightningCifarError(
                 f"{label}: refused: its record {record.filename} is compressed ({record.file_size:,} bytes from"
                 f" {record.compress_size:,}); torch.save stores records uncompressed, so another program made this"
                 " file, and it is not unpacked here")
+    pickled = next((record for record in records if record.filename.endswith("/data.pkl")), None)
+    if pickled is None:
+        return None
+    if pickled.file_size > MAX_PICKLE_BYTES:
+        raise LightningCifarError(f"{label}: refused: its {pickled.filename} record is {pickled.file_size:,} bytes; a"
+                                  " checkpoint's structure (its tensors are records of their own) is a few kilobytes")
+    return archive.read(pickled)
+
+
+# Bytes per element of the storage classes torch.save names in a checkpoint's structure.
+ELEMENT_BYTES = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
+                 "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
+                 "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16}
+MAX_PICKLE_BYTES = 64 * 2**20
+PUSHES = {"BINUNICODE", "SHORT_BINUNICODE", "UNICODE", "BINUNICODE8", "GLOBAL", "BININT", "BININT1", "BININT2",
+          "LONG1", "INT", "LONG"}
+
+
+def storage_sizes(structure: bytes) -> Iterator[tuple[str, int]]:
+    """(record key, bytes its header promises) for every tensor storage a checkpoint's structure names, read from
+    its pickle opcodes (pickletools: nothing is built or run). torch.load with mmap does not compare the two, and a
+    record shorter than its header failed later, in Lightning's load, with a RuntimeError traceback."""
+    memo: dict[int, Any] = {}
+    last: Any = None
+    wanted: Optional[list[Any]] = None
+    try:
+        for op, arg, _ in pickletools.genops(structure):
+            value: Any = None
+            if op.name in PUSHES:
+                value = arg
+            elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+                value = memo.get(int(arg))
+            elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                memo[int(arg)] = last
+                continue
+            elif op.name == "MEMOIZE":
+                memo[len(memo)] = last
+                continue
+            else:
+                continue
+            last = value
+            if wanted is not None:
+                wanted.append(value)
+                if len(wanted) == 4:  # storage type, key, location, number of elements
+                    kind, key, _, numel = wanted
+                    size = ELEMENT_BYTES.get(str(kind).split(" ")[-1])
+                    if size is not None and isinstance(numel, int):
+                        yield str(key), numel * size
+                    wanted = None
+            elif value == "storage":
+                wanted = []
+    except Exception:  # not a pickle genops can read: torch.load says what is wrong with it
+        return
+
 
 
 def refusal_reason(exc: Exception) -> str:

@@ -49,7 +49,13 @@ def load_for_export(ckpt_path: str) -> ExportedClassifier:
     check_checkpoint_fits(checkpoint, f"--ckpt_path={ckpt_path}")
     # Checked above: given the open file rather than its path, load_from_checkpoint does not check it again.
     with open(local_checkpoint_path(ckpt_path), "rb") as file:
-        model = Classifier.load_from_checkpoint(file, map_location="cpu", weights_only=True)
+        try:
+            model = Classifier.load_from_checkpoint(file, map_location="cpu", weights_only=True)
+        except LightningCifarError:
+            raise
+        except Exception as exc:  # a setting jsonargparse or the model refuses, a page long: one line naming the file
+            text = " ".join(str(exc).split())
+            raise LightningCifarError(f"--ckpt_path={ckpt_path}: its model settings are refused: {text[:300]}") from exc
     return ExportedClassifier(model.float()).eval()
 
 

@@ -254,7 +254,12 @@ class CifarCLI(LightningCLI):
         hparams = dict(checkpoint.get(MODEL_HPARAMS) or {})
         hparams.pop("_instantiator", None)
         if hparams:
-            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+            try:
+                self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+            except Exception as exc:  # jsonargparse's refusal of a value, a page long: one line naming the file
+                text = " ".join(str(exc).split())
+                raise LightningCifarError(f"--ckpt_path={self.config[subcommand].get('ckpt_path')}: its model"
+                                          f" settings are refused: {text[:300]}") from exc
         for key, value in runtime.items():
             self.config[subcommand]["model"][key] = value
 

@@ -389,3 +389,51 @@ def test_a_file_larger_than_any_image_of_the_pixel_limit_is_skipped_unread(tmp_p
     assert found.files == ["photo.png"]
     assert found.skipped == [("huge.png", "52,428,800 bytes, more than an image of 10,000 pixels needs"
                                           " (--data.max_image_pixels)")]
+
+
+# -- 12. checkpoints with the right keys and the wrong kinds of value --------------------------------------------
+
+
+def wrong_kinds():
+    import torch
+
+    return {
+        "state_dict text": (lambda c: c.update(state_dict="weights"), "its state_dict is a str, not a mapping"),
+        "state_dict list": (lambda c: c.update(state_dict=[1, 2]), "its state_dict is a list, not a mapping"),
+        "settings list": (lambda c: c.update(hyper_parameters=[1, 2]), "its hyper_parameters is a list, not a mapping"),
+        "kwargs list": (lambda c: c["hyper_parameters"].update(backbone_kwargs=[1, 2]),
+                        "hyper_parameters.backbone_kwargs is a list, not a mapping of keyword arguments"),
+        "backbone int": (lambda c: c["hyper_parameters"].update(backbone=7), "hyper_parameters.backbone is 7, not a"),
+        "lr tensor": (lambda c: c["hyper_parameters"].update(lr=torch.tensor(0.1)),
+                      "hyper_parameters.lr is a tensor; settings are plain values"),
+    }
+
+
+@pytest.mark.parametrize("case", list(wrong_kinds()))
+@pytest.mark.parametrize("command", ["test", "export"])
+def test_wrong_kinds_of_value_in_a_checkpoint_are_named_in_one_line(unnormalized, tmp_path, cli, case, command):
+    import torch
+
+    cwd, data, ckpt = unnormalized
+    change, message = wrong_kinds()[case]
+    checkpoint = torch.load(ckpt, weights_only=True)
+    change(checkpoint)
+    torch.save(checkpoint, tmp_path / "odd.ckpt")
+    args = [command, *(data if command == "test" else []), f"--ckpt_path={tmp_path / 'odd.ckpt'}"]
+    assert message in one_line_error(cli(args, cwd, check=False))
+
+
+def test_a_tensor_record_shorter_than_its_header_says_is_named_in_one_line(unnormalized, tmp_path, cli):
+    import zipfile
+
+    cwd, data, ckpt = unnormalized
+    short = tmp_path / "short.ckpt"
+    with zipfile.ZipFile(ckpt) as source, zipfile.ZipFile(short, "w", zipfile.ZIP_STORED) as target:
+        smallest = min((r for r in source.infolist() if "/data/" in r.filename), key=lambda r: r.file_size)
+        for record in source.infolist():
+            content = source.read(record.filename)
+            target.writestr(record, content[:-4] if record is smallest else content)  # 4 bytes short
+    for command in ("test", "export"):
+        args = [command, *(data if command == "test" else []), f"--ckpt_path={short}"]
+        line = one_line_error(cli(args, cwd, check=False))
+        assert "short.ckpt: its tensor record data/" in line and "the file was cut short or altered" in line
