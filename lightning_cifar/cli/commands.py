@@ -9,6 +9,8 @@ time it takes to import torch.
 from __future__ import annotations
 
 import argparse
+import difflib
+import errno
 import os
 import signal
 import sys
@@ -67,6 +69,7 @@ def export_command(argv: Sequence[str]) -> int:
     return run_export(argv)
 
 
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "backbones": backbones_command,
     "study": study_command,
@@ -93,6 +96,11 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         with expected_warnings_hidden():
             if argv and argv[0] in COMMANDS:
                 raise SystemExit(COMMANDS[argv[0]](argv[1:]))
+            if argv and not argv[0].startswith("-") and argv[0] not in LIGHTNING_COMMANDS:
+                close = difflib.get_close_matches(argv[0], [*LIGHTNING_COMMANDS, *COMMANDS], n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise LightningCifarError(f"unknown command {argv[0]!r}{hint}; commands:"
+                                          f" {', '.join([*LIGHTNING_COMMANDS, *COMMANDS])}")
             check_cli_config_files(argv)
             run_lightning_cli(None if args is None else argv)
     except LightningCifarError as exc:
@@ -107,6 +115,13 @@ def main(args: Optional[Sequence[str]] = None) -> None:
             raise
         print(f"{PROG}: terminated by SIGTERM", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG or os.environ.get(DEBUG_ENV):
+            raise
+        name = max(str(exc.filename or "").split(os.sep), key=lambda part: len(part.encode()))
+        print(f"{PROG}: error: {exc.filename}: a name in this path is longer than the file system allows (255 bytes"
+              f" per name; this one is {len(name.encode())}); choose a shorter one", file=sys.stderr)
+        raise SystemExit(2) from None
     except BrokenPipeError:
         # The reader went away (`lightning-cifar summary | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

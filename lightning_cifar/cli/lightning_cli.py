@@ -53,6 +53,8 @@ from lightning_cifar.training.callbacks.evaluation_report import ClassificationR
 from lightning_cifar.training.callbacks.predictions import PredictionsCSV
 from lightning_cifar.training.classifier import Classifier
 
+# Double precision: Lightning's names for it. Our data and input standardisation are float32.
+UNSUPPORTED_PRECISION = ("64", "64-true", "double")
 # Checkpoint aliases Lightning itself understands; left to it.
 LIGHTNING_ALIASES = ("hpc", "registry")
 # Callbacks every run gets, each configurable under its own key (--checkpoint.save_top_k=3, ...).
@@ -190,6 +192,11 @@ class CifarCLI(LightningCLI):
         if not subcommand:
             return
         config = self.config[subcommand]
+        precision = str(config["trainer"].get("precision"))
+        if precision in UNSUPPORTED_PRECISION:
+            # The data and the input standardisation are float32: a float64 model fails on the first batch.
+            raise LightningCifarError(f"--trainer.precision={precision}: not supported; allowed: 32-true, bf16-mixed,"
+                                      " 16-mixed, bf16-true, 16-true, transformer-engine")
         if subcommand == "fit" and config.get("output"):
             raise LightningCifarError(f"--output={config['output']}: --output is for validate, test and predict;"
                                       " fit writes its run folder under --trainer.default_root_dir"
@@ -210,11 +217,12 @@ class CifarCLI(LightningCLI):
             if found is not None:
                 rank_zero_info(f"--ckpt_path={alias}: using {found.path} ({found.why})")
                 config["ckpt_path"] = str(found.path)
-            elif subcommand != "fit":  # fit with nothing to resume starts afresh, as in Lightning
+            elif subcommand != "fit" or alias == "best":  # fit --ckpt_path=last with none starts afresh (Lightning)
+                hint = ("; leave --ckpt_path out to start afresh, or resume from last" if subcommand == "fit"
+                        else "; pass the path of a .ckpt file")
                 raise LightningCifarError(
-                    f"--ckpt_path={alias}: no {alias} checkpoint under {root / LOG_DIR_NAME}/version_*/checkpoints"
-                    f" or {root / UNLOGGED_DIR_NAME};"
-                    " pass the path of a .ckpt file"
+                    f"--ckpt_path={alias}: no {'scored ' if alias == 'best' else ''}{alias} checkpoint under"
+                    f" {root / LOG_DIR_NAME}/version_*/checkpoints or {root / UNLOGGED_DIR_NAME}{hint}"
                 )
         path = config.get("ckpt_path")
         if isinstance(path, str):

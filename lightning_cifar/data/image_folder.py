@@ -81,10 +81,13 @@ def load_image_folder(folder: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Folde
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise DataError(f"predict_dir={str(folder)!r} is not a folder; pass a folder of .png / .jpg images")
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and not p.is_dir())
     images, files, skipped = [], [], []
     for path in paths:
         name = printable(path.relative_to(folder).as_posix())  # a name that is not UTF-8 is shown escaped
+        if not path.is_file():  # a FIFO would block the read; a device could be endless; a dangling link is nothing
+            skipped.append((name, "not a regular file (a FIFO, socket, device or broken link); not opened"))
+            continue
         try:
             size = path.stat().st_size
             if size > byte_limit(max_pixels):

@@ -128,8 +128,12 @@ class ConvPoolNet(nn.Module):
             raise BackboneConfigError(f"num_classes={num_classes}: must be at least 1")
         if not widths:
             raise BackboneConfigError("widths is empty: give at least one block width, e.g. [32, 64, 128]")
-        if width_mult <= 0:
-            raise BackboneConfigError(f"width_mult={width_mult}: must be > 0")
+        # YAML's true is Python's True, an int: "width_mult: true" was taken as 1.
+        if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or width_mult <= 0:
+            raise BackboneConfigError(f"width_mult={width_mult!r}: must be a number > 0")
+        for name, value in (("convs_per_block", convs_per_block), ("blocks", blocks)):
+            if isinstance(value, bool):
+                raise BackboneConfigError(f"{name}={value!r}: must be a whole number, not true/false")
         if pool not in ("max", "avg"):
             raise BackboneConfigError(f"pool={pool!r}: allowed values are 'max', 'avg'")
         if pool_position not in ("last", "first"):

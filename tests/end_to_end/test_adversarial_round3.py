@@ -437,3 +437,88 @@ def test_a_tensor_record_shorter_than_its_header_says_is_named_in_one_line(unnor
         args = [command, *(data if command == "test" else []), f"--ckpt_path={short}"]
         line = one_line_error(cli(args, cwd, check=False))
         assert "short.ckpt: its tensor record data/" in line and "the file was cut short or altered" in line
+
+
+# -- 14, 17. small ones --------------------------------------------------------------------------------------
+
+
+def test_fit_from_best_without_a_scored_checkpoint_is_one_line_and_leaves_no_folder(tmp_path, tiny_cifar, cli):
+    data = [f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, *SMALL_NET]
+    line = one_line_error(cli(["fit", *data, "--ckpt_path=best"], tmp_path, check=False))
+    assert "--ckpt_path=best: no scored best checkpoint under" in line and "leave --ckpt_path out" in line
+    assert not (tmp_path / "lightning_logs" / "version_0").exists()
+
+
+def test_a_name_longer_than_the_file_system_allows_is_one_line(unnormalized, tmp_path, cli):
+    cwd, data, ckpt = unnormalized
+    long = "x" * 300
+    for args in (["test", *data, f"--ckpt_path={tmp_path / long}.ckpt"],
+                 ["export", f"--ckpt_path={ckpt}", f"--output={tmp_path / long}.onnx"],
+                 ["predict", *data, f"--ckpt_path={ckpt}", f"--data.predict_dir={tmp_path / long}"],
+                 ["fit", *SMALL_NET, f"--data.data_dir={tmp_path / long}", "--data.download=false"]):
+        line = one_line_error(cli(args, cwd, check=False))
+        assert "a name in this path is longer than the file system allows (255 bytes per name; this one is 30" in line
+
+
+def test_double_precision_is_refused_in_one_line(tmp_path, tiny_cifar, cli):
+    line = one_line_error(cli(["fit", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--trainer.precision=64-true"],
+                              tmp_path, check=False))
+    assert "--trainer.precision=64-true: not supported; allowed: 32-true, bf16-mixed" in line
+
+
+def test_an_unknown_command_lists_every_command(tmp_path, cli):
+    line = one_line_error(cli(["tets"], tmp_path, check=False))
+    assert line.endswith("unknown command 'tets' (did you mean 'test'?); commands: fit, validate, test, predict,"
+                         " backbones, study, summary, export, options")
+
+
+def test_fifos_and_devices_in_a_predict_folder_are_listed_as_skipped_unopened(tmp_path):
+    import os
+
+    from PIL import Image
+
+    from lightning_cifar.data.image_folder import load_image_folder
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (40, 30), "red").save(folder / "photo.png")
+    os.mkfifo(folder / "pipe.png")  # opening it to read would wait for a writer forever
+    os.symlink("/dev/zero", folder / "endless.jpg")
+    os.symlink(folder / "gone.png", folder / "dangling.png")
+    found = load_image_folder(folder)
+    assert found.files == ["photo.png"]
+    reason = "not a regular file (a FIFO, socket, device or broken link); not opened"
+    assert found.skipped == [("dangling.png", reason), ("endless.jpg", reason), ("pipe.png", reason)]
+
+
+@pytest.mark.parametrize("kwargs", [{"width_mult": True}, {"blocks": True}])
+def test_true_is_not_a_number_of_filters_or_blocks(kwargs):
+    from lightning_cifar.errors import LightningCifarError
+    from lightning_cifar.registry import create_backbone
+
+    with pytest.raises(LightningCifarError, match="true/false|must be a number"):
+        create_backbone("convpool", num_classes=10, widths=[4, 8], kernels=[3, 3], **kwargs)
+
+
+# -- 15. two study processes on one output folder -----------------------------------------------------------------
+
+
+def test_two_study_processes_on_one_folder_train_each_run_once(tmp_path, tiny_cifar):
+    import subprocess
+
+    from tests.helpers.runs import SUBPROCESS_TIMEOUT, script
+    from tests.helpers.studies import tiny_study, write_study
+
+    config = write_study(tmp_path / "study.yaml", tiny_study(tiny_cifar, seeds=[0, 1]))  # 8 runs
+    out = tmp_path / "out"
+    logs = [tmp_path / f"study{i}.log" for i in range(2)]
+    procs = []
+    for log in logs:
+        with open(log, "w") as f:
+            procs.append(subprocess.Popen([script("lightning-cifar"), "study", "-c", str(config), "--out", str(out)],
+                                          cwd=tmp_path, stdout=f, stderr=subprocess.STDOUT))
+    for proc in procs:
+        assert proc.wait(timeout=SUBPROCESS_TIMEOUT) == 0
+    trained = [line for log in logs for line in log.read_text().splitlines() if ": test acc " in line]
+    assert len(trained) == 8, "\n".join(trained)  # each run once, by one of the two
+    assert len(list(out.glob("runs/*/result.json"))) == 8
