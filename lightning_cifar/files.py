@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -110,6 +111,23 @@ def check_expanded(value: Any, label: str, error: type[LightningCifarError] = Li
             raise error(f"{label}: nests more than {MAX_NESTING} levels deep; refused")
         inner = above | {id(item)}
         stack.extend((child, depth + 1, inner) for child in children)
+
+
+def ensure_writable(folder: Path, need_bytes: int, option: str) -> None:
+    """Fail now, in one line naming ``option`` (how to choose another folder), not after the work, if ``folder``
+    cannot be made and written to or its disk has less than ``need_bytes`` free."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise LightningCifarError(f"cannot write to {folder} ({exc.strerror or exc}); choose a writable folder with"
+                                  f" {option}") from None
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise LightningCifarError(f"only {free / 2**20:.0f} MiB free on the disk of {folder}; this needs about"
+                                  f" {need_bytes / 2**20:.0f} MiB; free some space or choose another folder with"
+                                  f" {option}")
 
 
 def read_yaml(path: str | Path, what: str = "config", error: type[LightningCifarError] = LightningCifarError) -> Any:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from lightning_cifar.checkpoints.compatibility import check_checkpoint_fits
 from lightning_cifar.checkpoints.reading import check_checkpoint, local_checkpoint_path
 from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.files import ensure_writable
 from lightning_cifar.models.measure import IMAGE_SHAPE
 from lightning_cifar.training.classifier import Classifier, evaluation_logits, tta_mode
 
@@ -133,6 +134,9 @@ def export_command(argv: Sequence[str]) -> int:
         raise LightningCifarError(f"--format={args.format!r}: allowed values are {', '.join(map(repr, FORMATS))}")
     net = load_for_export(args.ckpt_path)
     output = output_path(args.ckpt_path, args.format, args.output, args.overwrite)
+    # Before the work: a full disk made TorchScript's writer abort in C++ (exit 134), leaving its temporary file.
+    weights = os.path.getsize(local_checkpoint_path(args.ckpt_path)) if os.path.isfile(args.ckpt_path) else 0
+    ensure_writable(output.parent, 2 * weights + 16 * 2**20, "--output=FILE")
     written = export(net, args.format, output)
     print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB, {args.format}): input 'images'"
           " float32 (N, 3, 32, 32) in [0, 1], output 'logits' (N, num_classes)")

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -47,6 +45,7 @@ from lightning_cifar.cli.run_output import (
 from lightning_cifar.data.datamodule import CIFAR10DataModule
 from lightning_cifar.models.footprint import check_memory
 from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.files import ensure_writable
 from lightning_cifar.tools.threads import ThreadsForLoad
 from lightning_cifar.training.callbacks.checkpointing import LatestCheckpoint
 from lightning_cifar.training.callbacks.evaluation_report import ClassificationReport
@@ -133,26 +132,7 @@ def check_output_dirs(trainer: pl.Trainer, model: torch.nn.Module, fitting: bool
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     need = (3 * 3 * params if fitting else 0) + 20 * 2**20
     for folder in sorted(d for d in dirs if "://" not in d):
-        ensure_writable(Path(folder), need)
-
-
-def ensure_writable(folder: Path, need_bytes: int) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise LightningCifarError(
-            f"cannot write to {folder} ({exc.strerror or exc}); choose a writable folder with"
-            " --trainer.default_root_dir=DIR"
-        ) from None
-    free = shutil.disk_usage(folder).free
-    if free < need_bytes:
-        raise LightningCifarError(
-            f"only {free / 2**20:.0f} MiB free on the disk of {folder}; this run needs about"
-            f" {need_bytes / 2**20:.0f} MiB for logs and checkpoints; free some space or choose another"
-            " folder with --trainer.default_root_dir=DIR"
-        )
+        ensure_writable(Path(folder), need, "--trainer.default_root_dir=DIR")
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from lightning_cifar.errors import LightningCifarError
-from lightning_cifar.files import atomic_write_json
+from lightning_cifar.files import atomic_write_json, ensure_writable
 from lightning_cifar.study.config import StudyConfig, load_study
 from lightning_cifar.study.dry_run import dry_run
 from lightning_cifar.study.launchers.local import execute
@@ -116,7 +116,7 @@ def study_command(argv: Sequence[str]) -> int:
         return 0
     if not args.report_only:
         check_same_data(out, args.data_dir or study.recipe["data"].get("data_dir"))
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_writable(out, 64 * 2**20, "--out DIR")  # before the first run, not after it
         atomic_write_json(out / STUDY_FILE, study_record(study))
         log = lambda line: print(line, flush=True)  # noqa: E731
         if args.launcher == "ray":

@@ -138,7 +138,7 @@ def test_val_split_zero_trains_on_every_image_and_keeps_the_last_checkpoint(tiny
     logged = scalars(tmp_path / "lightning_logs" / "version_0" / "test" / "version_0")["test/acc"][0]
     assert logged == pytest.approx(accuracy_of(last, *tiny_test_set(tiny_cifar)), abs=1e-6)
     refused = cli(["test", *data, "--ckpt_path=best"], tmp_path, check=False)
-    assert "--ckpt_path=best: no best checkpoint" in one_line_error(refused)
+    assert "--ckpt_path=best: no scored best checkpoint" in one_line_error(refused)
 
 
 def test_validate_and_predict_agree_with_load_from_checkpoint(trained, tiny_cifar, cli):

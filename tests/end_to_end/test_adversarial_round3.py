@@ -522,3 +522,29 @@ def test_two_study_processes_on_one_folder_train_each_run_once(tmp_path, tiny_ci
     trained = [line for log in logs for line in log.read_text().splitlines() if ": test acc " in line]
     assert len(trained) == 8, "\n".join(trained)  # each run once, by one of the two
     assert len(list(out.glob("runs/*/result.json"))) == 8
+
+
+# -- 13. output folders that cannot be written -----------------------------------------------------------------
+
+
+def test_unwritable_output_folders_are_refused_before_the_work(unnormalized, tmp_path, tiny_cifar, cli):
+    from tests.helpers.studies import tiny_study, write_study
+
+    cwd, data, ckpt = unnormalized
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")  # nothing can be made under it, whoever runs the test (root too)
+    line = one_line_error(cli(["export", f"--ckpt_path={ckpt}", f"--output={blocked / 'm.onnx'}"], cwd, check=False))
+    assert f"cannot write to {blocked}" in line and "--output=FILE" in line
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), "red").save(photos / "a.png")
+    result = cli(["predict", *data, f"--ckpt_path={ckpt}", f"--data.predict_dir={photos}",
+                  f"--predictions.output_dir={blocked / 'out'}"], cwd, check=False)
+    assert f"cannot write to {blocked / 'out'}" in one_line_error(result) and "predicted" not in result.stderr
+
+    config = write_study(tmp_path / "study.yaml", tiny_study(tiny_cifar, seeds=[0]))
+    line = one_line_error(cli(["study", "-c", str(config), "--out", str(blocked / "study")], tmp_path, check=False))
+    assert f"cannot write to {blocked / 'study'}" in line and "--out DIR" in line

@@ -10,7 +10,7 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from pytorch_lightning.utilities import rank_zero_info
 
-from lightning_cifar.files import atomic_write_csv
+from lightning_cifar.files import atomic_write_csv, ensure_writable
 
 
 class PredictionsCSV(BasePredictionWriter):
@@ -24,6 +24,10 @@ class PredictionsCSV(BasePredictionWriter):
         """
         super().__init__(write_interval="epoch")
         self.filename, self.output_dir = filename, output_dir
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Before predicting: a folder that cannot be written failed only after every image was predicted.
+        ensure_writable(self._path(trainer).parent, 2**20, "--predictions.output_dir=DIR")
 
     def write_on_epoch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Sequence[Any], batch_indices: Any
