@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from lightning_cifar.files import atomic_write_bytes, atomic_write_csv, atomic_write_text
-from lightning_cifar.study.config import Axis, StudyConfig
+from lightning_cifar.study.config import CNN_FAMILY, Axis, StudyConfig
 from lightning_cifar.study.plan import ANCHOR_AXIS, BASELINE_AXIS, BUDGET_AXIS, Run, base_key, choose, tune_label
 from lightning_cifar.study.runner import PREDICTIONS, RESULT_VERSION, TEST_LABELS, load_results
 from lightning_cifar.study.stats import (
@@ -464,10 +464,13 @@ def budget_section(results: Results, study: StudyConfig,
              f"(seeds {', '.join(map(str, study.budget.seeds))}){recipe}.", "",
              "| point | study budget | longer budget | change |", "| --- | ---: | ---: | ---: |"]
     long_groups, changes = {}, []
+    baselines = {b.label for b in study.baselines}
+    waiting = {label for label in study.budget.points
+               if (label if label in baselines else CNN_FAMILY) in tuning.budget.pending}
     for label in study.budget.points:
         short, long = main_group.get(label), results.group(BUDGET_AXIS, label)
-        if short is None or long is None:
-            continue  # listed below as not run yet
+        if short is None or long is None or label in waiting:
+            continue  # listed below: not run yet, or its recipe at this budget not chosen yet
         long_groups[label] = long
         changes.append((label, short, long, results.compare(long, short)))
     labels = list(long_groups)
@@ -480,7 +483,8 @@ def budget_section(results: Results, study: StudyConfig,
     for label in study.budget.points:
         if label not in long_groups:
             short = main_group.get(label)
-            lines.append(f"| {label} | {pct(short.acc) if short is not None else 'not run yet'} | not run yet | – |")
+            later = f"recipe at {multiplier}x not chosen yet" if label in waiting else "not run yet"
+            lines.append(f"| {label} | {pct(short.acc) if short is not None else 'not run yet'} | {later} | – |")
     lines.append("")
     held = []
     rest = verdicts[len(changes):]
