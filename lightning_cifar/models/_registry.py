@@ -258,6 +258,10 @@ def create_backbone(name: str, num_classes: int = 10, check: Optional[bool] = No
         raise BackboneLoadError(f"{entry.origin} failed to build: {type(exc).__name__}: {exc}") from exc
     if not isinstance(module, nn.Module):
         raise BackboneLoadError(f"{entry.origin} returned {type(module).__name__}, not a torch.nn.Module")
+    if torch.get_default_dtype() != torch.float32:
+        # Everything after (the data, the input standardisation, bf16 autocast) assumes float32 defaults.
+        raise BackboneLoadError(f"{entry.origin} left torch's default dtype at {torch.get_default_dtype()}"
+                                " (torch.set_default_dtype); lightning-cifar needs float32: set it back in the plugin")
     if check or (check is None and not entry.builtin):
         _check_output(entry, module, num_classes)
     return module
@@ -309,3 +313,9 @@ def _check_batch(entry: BackboneEntry, module: nn.Module, num_classes: int, n: i
             f"{entry.origin} maps a ({n}, 3, 32, 32) batch in {mode} mode to {got}, expected a tensor"
             f" ({n}, {num_classes})"
         )
+    if not out.is_floating_point():
+        raise BackboneLoadError(f"{entry.origin} returns {out.dtype} logits in {mode} mode; logits must be floating"
+                                " point (a loss and its gradients need them)")
+    if not bool(torch.isfinite(out).all()):
+        raise BackboneLoadError(f"{entry.origin} returns NaN or infinite logits for a ({n}, 3, 32, 32) batch of zeros"
+                                f" in {mode} mode, before any training: the network, not the learning rate")

@@ -327,6 +327,9 @@ class Classifier(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
+        if not any(p.requires_grad for p in self.backbone.parameters()):
+            raise LightningCifarError(f"backbone {hp.backbone!r} has no trainable parameters: there is nothing to fit"
+                                      " (validate, test and predict work without training)")
         params: Any = self.parameters()
         if hp.optimizer != "muon":  # MuonWithSGD splits them itself: filters to Muon, the rest into these groups
             params = parameter_groups(params, hp.lr, hp.weight_decay, hp.bias_lr)

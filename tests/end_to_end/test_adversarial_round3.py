@@ -548,3 +548,91 @@ def test_unwritable_output_folders_are_refused_before_the_work(unnormalized, tmp
     config = write_study(tmp_path / "study.yaml", tiny_study(tiny_cifar, seeds=[0]))
     line = one_line_error(cli(["study", "-c", str(config), "--out", str(blocked / "study")], tmp_path, check=False))
     assert f"cannot write to {blocked / 'study'}" in line and "--out DIR" in line
+
+
+# -- 16. plugins that misbehave (trusted code, but the messages should still help) ------------------------------
+
+
+class IntegerLogits:
+    def __call__(self, num_classes=10):
+        import torch
+
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = torch.nn.Linear(3 * 32 * 32, num_classes)
+
+            def forward(self, x):
+                return self.fc(x.flatten(1)).round().long()
+
+        return Net()
+
+
+def plugin(name, factory):
+    from lightning_cifar.registry import register_backbone
+
+    register_backbone(name, factory, replace=True)
+    return name
+
+
+@pytest.fixture
+def plugins():
+    import torch
+
+    from lightning_cifar.registry import unregister_backbone
+
+    class NanLogits(torch.nn.Module):
+        def __init__(self, num_classes=10):
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 32 * 32, num_classes)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1)) * float("nan")
+
+    class NoParameters(torch.nn.Module):
+        def __init__(self, num_classes=10):
+            super().__init__()
+            self.num_classes = num_classes
+
+        def forward(self, x):
+            return x.flatten(1)[:, : self.num_classes]
+
+    def double_default(num_classes=10):
+        torch.set_default_dtype(torch.float64)
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, num_classes))
+
+    names = {"int": plugin("r3_int_logits", IntegerLogits()), "nan": plugin("r3_nan_logits", NanLogits),
+             "none": plugin("r3_no_params", NoParameters), "double": plugin("r3_double", double_default)}
+    try:
+        yield names
+    finally:
+        torch.set_default_dtype(torch.float32)
+        for name in names.values():
+            unregister_backbone(name)
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("int", "returns torch.int64 logits in eval mode; logits must be floating point"),
+    ("nan", "returns NaN or infinite logits for a (2, 3, 32, 32) batch of zeros in eval mode, before any training"),
+    ("double", "left torch's default dtype at torch.float64"),
+    ("none", "has no trainable parameters: there is nothing to fit"),
+])
+def test_a_misbehaving_plugin_is_named_in_one_line_before_training(plugins, tmp_path, tiny_cifar, cli, kind, message):
+    data = [f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--trainer.precision=32-true"]
+    line = one_line_error(cli(["fit", *data, f"--model.backbone={plugins[kind]}", "--trainer.max_epochs=1"],
+                              tmp_path, check=False))
+    assert message in line
+    assert not (tmp_path / "lightning_logs" / "version_0").exists()
+
+
+def test_a_loss_that_is_nan_at_the_first_step_is_not_blamed_on_the_learning_rate():
+    import torch
+
+    from lightning_cifar.errors import TrainingDivergedError
+    from lightning_cifar.training.callbacks.loss_guard import NonFiniteLossGuard
+
+    guard = NonFiniteLossGuard()
+    with pytest.raises(TrainingDivergedError) as first:
+        guard.observe(torch.tensor(float("nan")), step=0, epoch=0, lr=0.1)
+    assert "not the learning rate" in str(first.value) and "No checkpoint had been saved" in str(first.value)
+    assert "checkpoint saved before this step is kept" not in str(first.value)

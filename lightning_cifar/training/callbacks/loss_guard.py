@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import pytorch_lightning as pl
@@ -25,6 +26,7 @@ class NonFiniteLossGuard(pl.Callback):
     def __init__(self) -> None:
         self._first_bad: Optional[Tensor] = None  # global step, -1 while all losses were finite
         self._bad_value: Optional[Tensor] = None
+        self._kept = ""  # the last checkpoint on disk, to say what a stopped run keeps
 
     def observe(self, loss: Tensor, step: int, epoch: int, lr: float, last_batch: bool = False) -> None:
         loss = loss.detach().float()
@@ -40,13 +42,17 @@ class NonFiniteLossGuard(pl.Callback):
     def check(self, epoch: int, lr: float) -> None:
         if self._first_bad is None or int(self._first_bad) < 0:
             return
-        raise TrainingDivergedError(
-            f"training loss became {float(self._bad_value)} at global step {int(self._first_bad)} (epoch {epoch});"
-            " stopped. Likely causes: a learning rate too high for this network"
-            f" (--model.lr={lr:g}; try a tenth of it),"
-            " no normalisation layers in a deep network, or corrupted input data. The last checkpoint saved"
-            " before this step is kept"
-        )
+        step = int(self._first_bad)
+        if step == 0:  # no update had happened: the weights as built, or the data, gave it
+            causes = ("the network's output or the input data: no weight had been updated yet, so not the learning"
+                      " rate")
+        else:
+            causes = (f"a learning rate too high for this network (--model.lr={lr:g}; try a tenth of it), no"
+                      " normalisation layers in a deep network, or corrupted input data")
+        saved = (f"The last checkpoint saved before this step is kept: {self._kept}" if self._kept
+                 else "No checkpoint had been saved")
+        raise TrainingDivergedError(f"training loss became {float(self._bad_value)} at global step {step} (epoch"
+                                    f" {epoch}); stopped. Likely causes: {causes}. {saved}")
 
     # -- callback hooks -------------------------------------------------------------------------
 
@@ -54,9 +60,17 @@ class NonFiniteLossGuard(pl.Callback):
     def _lr(pl_module: pl.LightningModule) -> float:
         return float(getattr(pl_module.hparams, "lr", float("nan")))
 
+    @staticmethod
+    def _saved(trainer: pl.Trainer) -> str:
+        callback = trainer.checkpoint_callback
+        path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "") or ""
+        return path if path and os.path.isfile(path) else ""
+
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
+        self._kept = self._saved(trainer)
         self.observe(loss, trainer.global_step, trainer.current_epoch, self._lr(pl_module),
                      last_batch=trainer.is_last_batch)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._kept = self._saved(trainer)
         self.check(trainer.current_epoch, self._lr(pl_module))
