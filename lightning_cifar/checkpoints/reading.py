@@ -26,17 +26,24 @@ CLASS_KEYS = ("class_path", "_class_path")
 MODEL_HPARAMS, DATA_HPARAMS = LightningModule.CHECKPOINT_HYPER_PARAMS_KEY, LightningDataModule.CHECKPOINT_HYPER_PARAMS_KEY
 
 
-def class_paths(value: Any, where: str) -> Iterator[str]:
-    """Where in ``value`` (nested dicts and lists) a key names a class to build."""
+def entries(value: Any, where: str) -> Iterator[tuple[str, Any, Any]]:
+    """(path, key, value) of every entry nested in ``value`` (dicts and lists; lists' keys are their indices), the
+    path naming where it sits (``hyper_parameters.backbone_kwargs.widths[0]``). ``value`` is bounded already
+    (``files.check_expanded``), so the recursion is too."""
     if isinstance(value, dict):
-        for key, item in value.items():
-            here = f"{where}.{key}"
-            if key in CLASS_KEYS:
-                yield f"{here}={item!r}"
-            yield from class_paths(item, here)
+        items = [(f"{where}.{key}", key, item) for key, item in value.items()]
     elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            yield from class_paths(item, f"{where}[{i}]")
+        items = [(f"{where}[{i}]", i, item) for i, item in enumerate(value)]
+    else:
+        return
+    for here, key, item in items:
+        yield here, key, item
+        yield from entries(item, here)
+
+
+def class_paths(value: Any, where: str) -> Iterator[str]:
+    """Where in ``value`` a key names a class to build."""
+    return (f"{here}={item!r}" for here, key, item in entries(value, where) if key in CLASS_KEYS)
 
 
 def read_checkpoint(path: str, label: Optional[str] = None) -> dict[str, Any]:
@@ -85,15 +92,8 @@ def read_checkpoint(path: str, label: Optional[str] = None) -> dict[str, Any]:
 
 
 def tensor_paths(value: Any, where: str) -> Iterator[str]:
-    """Where in ``value`` (nested dicts and lists, already bounded by ``check_expanded``) a tensor sits."""
-    if isinstance(value, torch.Tensor):
-        yield where
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from tensor_paths(item, f"{where}.{key}")
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            yield from tensor_paths(item, f"{where}[{i}]")
+    """Where in ``value`` a tensor sits."""
+    return (here for here, _, item in entries(value, where) if isinstance(item, torch.Tensor))
 
 
 def check_layout(checkpoint: dict[str, Any], label: str) -> None:
