@@ -1,0 +1,1 @@
+"""The data module, the CIFAR files and augmentation (lightning_cifar/data)."""
