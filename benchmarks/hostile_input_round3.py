@@ -88,8 +88,11 @@ def make_cases(tmp: Path) -> list[tuple[str, Path, list[str]]]:
     config = tmp / "bomb.yaml"
     config.write_text("\n".join(["model:", "  backbone_kwargs:", *alias_bomb("    ")]) + "\n")
     cases.append(("fit -c: YAML alias bomb", config, ["fit", "-c", str(config), *data_args]))
-    study = write_study(tmp / "study.yaml", tiny_study(data))
-    study.write_text(study.read_text() + "\n".join(["x-anchors:", *alias_bomb("  ")]) + "\n")
+    # The anchors defined among the notes, the bomb in an axis's values: where the code before the fix walked it.
+    study = write_study(tmp / "study.yaml", {k: v for k, v in tiny_study(data).items() if k != "axes"})
+    anchors = [line.replace(f"a{i}: &", "- &", 1) for i, line in enumerate(alias_bomb("  "))]
+    study.write_text(study.read_text() + "\n".join(["notes:", *anchors, "axes:", "  - {name: bomb, kind: width,"
+                                                     " param: width_mult, values: *a9}"]) + "\n")
     cases.append(("study --dry-run: YAML alias bomb", study, ["study", "-c", str(study), "--out", str(tmp / "out"),
                                                                "--dry-run"]))
     # predict needs a checkpoint it can load: a real one, one step of the tiny MLP
@@ -126,6 +129,7 @@ def main() -> None:
     parser.add_argument("--code", default=str(REPO), help="checkout whose lightning_cifar to measure")
     parser.add_argument("--deadline", type=float, default=120.0, help="seconds before a case is killed")
     parser.add_argument("--json", help="append the results as JSON lines to this file")
+    parser.add_argument("--only", help="run only the cases whose name contains this text")
     args = parser.parse_args()
     ENV.update({**os.environ, "PYTHONPATH": args.code, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,6 +137,8 @@ def main() -> None:
         print(f"code: {args.code}")
         print(f"{'case':<52} {'file':>10} {'peak MiB':>9} {'s':>6}  outcome")
         for name, file, command in cases:
+            if args.only and args.only not in name:
+                continue
             size = os.stat(file).st_blocks * 512  # what the file takes on disk (the sparse one: a few KB)
             proc = subprocess.run([sys.executable, "-c", WRAPPER, str(args.deadline), sys.executable, "-m",
                                    "lightning_cifar", *command], capture_output=True, text=True, env=ENV, cwd=tmp)
