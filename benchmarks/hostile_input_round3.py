@@ -1,7 +1,8 @@
 """Peak memory and time of the round-three hostile inputs (docs/reliability.md, cases 84 to 89), whole commands.
 
     python benchmarks/hostile_input_round3.py                                   # this checkout
-    python benchmarks/hostile_input_round3.py --code /path/to/an/older/checkout --json benchmarks/hostile_input_round3.jsonl
+    python benchmarks/hostile_input_round3.py --code /path/to/an/older/checkout \
+        --json benchmarks/hostile_input_round3.jsonl
 
 Each case runs ``python -m lightning_cifar ...`` in a fresh process, started by a small wrapper that reports the
 peak resident memory of that process (``RUSAGE_CHILDREN``) and its wall time; a case still running after

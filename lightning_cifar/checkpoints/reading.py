@@ -233,7 +233,8 @@ def local_checkpoint_path(path: str, label: Optional[str] = None) -> str:
     if not URL.match(path):
         return path
     parsed = urlparse(path)
-    if "::" not in path.split("://")[0] and parsed.scheme.lower() == "file" and parsed.netloc.lower() in ("", "localhost"):
+    this_machine = parsed.netloc.lower() in ("", "localhost")
+    if "::" not in path.split("://")[0] and parsed.scheme.lower() == "file" and this_machine:
         return url2pathname(parsed.path)
     raise LightningCifarError(f"{label or f'--ckpt_path={path}'}: a URL; lightning-cifar reads checkpoints from local"
                               " files only, so that it can check one before anything loads it: copy the file here"

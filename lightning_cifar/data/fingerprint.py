@@ -25,7 +25,8 @@ def data_fingerprint(data_dir: str | Path) -> Optional[str]:
     its files keep their sizes and modification times."""
     folder = Path(data_dir) / CIFAR10.base_folder
     try:
-        stamps = tuple((name, (folder / name).stat().st_size, (folder / name).stat().st_mtime_ns) for name in cifar_files())
+        stats = [(name, (folder / name).stat()) for name in cifar_files()]
+        stamps = tuple((name, stat.st_size, stat.st_mtime_ns) for name, stat in stats)
     except OSError:
         return None
     return _fingerprint(str(folder.resolve()), stamps)

@@ -254,7 +254,8 @@ def step_changes(results: Results, axis: Axis, groups: list[Group]) -> list[Step
     if axis.scale == "categorical":
         return []
     position = (lambda v: math.log2(v)) if axis.scale == "log2" else (lambda v: float(v))
-    return [StepChange(axis.name, a, b, c, results.step_change(a, b, c)) for a, b, c in zip(groups, groups[1:], groups[2:])
+    return [StepChange(axis.name, a, b, c, results.step_change(a, b, c))
+            for a, b, c in zip(groups, groups[1:], groups[2:])
             if math.isclose(position(c.value) - position(b.value), position(b.value) - position(a.value), rel_tol=1e-6)]
 
 
@@ -301,7 +302,8 @@ def step_lines(steps: list[Step], kind: str = "") -> list[str]:
 
 def step_change_lines(changes: list[StepChange]) -> list[str]:
     return [f"- {c.b.value} → {c.c.value} against {c.a.value} → {c.b.value}: {pts(c.comparison.value)} "
-            f"({interval(c.comparison)}): {word_text(c.judgement, 'the later step is larger', 'the later step is smaller')}."
+            f"({interval(c.comparison)}): "
+            f"{word_text(c.judgement, 'the later step is larger', 'the later step is smaller')}."
             for c in changes]
 
 
@@ -399,7 +401,8 @@ def cnn_vs_mlp(results: Results, baselines: list[Group], cnns: list[Group], base
         b, cnn, c = v.mlp, v.cnn, v.comparison
         lines.append(f"- `{b.value}` ({human(b.first('params'))} parameters, {pct(b.acc)}) against {cnn.label} "
                      f"({human(cnn.first('params'))} parameters, {pct(cnn.acc)}; {spoken_list(v.roles)}): the CNN "
-                     f"is {ahead(c.value)} ({interval(c)}): {word_text(v.judgement, 'a gain for the CNN', 'a loss for the CNN')}.")
+                     f"is {ahead(c.value)} ({interval(c)}): "
+                     f"{word_text(v.judgement, 'a gain for the CNN', 'a loss for the CNN')}.")
     lines.append(f"- The best fully connected network by validation accuracy is `{best_mlp.value}`.")
     return lines
 
@@ -479,7 +482,8 @@ def budget_section(results: Results, study: StudyConfig,
              for i, a in enumerate(labels) for b in labels[i + 1:]]
     verdicts = judge([c for *_, c in changes] + [c for p in pairs for c in (p.short, p.long)])
     for (label, short, long, c), j in zip(changes, verdicts):
-        lines.append(f"| {label} | {pct(short.acc)} | {pct(long.acc)} | {pts(c.value)} ({interval(c)}): {word_text(j)} |")
+        lines.append(f"| {label} | {pct(short.acc)} | {pct(long.acc)} | {pts(c.value)} ({interval(c)}):"
+                     f" {word_text(j)} |")
     for label in study.budget.points:
         if label not in long_groups:
             short = main_group.get(label)
@@ -763,7 +767,8 @@ def plot_curves(by_axis: dict[str, list[Group]], baselines: list[Group], study: 
     for ax, (name, groups) in zip(panels.flat, panels_data):
         for i, g in enumerate(groups):
             # The panel's colour from axes.png and compute.png, lighter to darker along the axis; the base black.
-            c = BASE_COLOUR if g.base else shade(colour[name], 0.35 + 0.65 * (i / (len(groups) - 1) if len(groups) > 1 else 1))
+            strength = 0.35 + 0.65 * (i / (len(groups) - 1) if len(groups) > 1 else 1)
+            c = BASE_COLOUR if g.base else shade(colour[name], strength)
             for key, style in (("val_acc_curve", "-"), ("train_acc_curve", "--")):
                 curves = [r[key] for r in g.results if r.get(key)]
                 if curves:

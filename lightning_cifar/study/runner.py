@@ -358,9 +358,10 @@ def check_same_data(out: Path, study_data_dir: Optional[str]) -> None:
     current = data_fingerprint(where)
     if current is None:
         return  # no data there: the first run says so
-    other = sorted({r["data_fingerprint"] for r in load_results(out) if r.get("data_fingerprint") not in (None, current)})
+    recorded = [r.get("data_fingerprint") for r in load_results(out)]
+    other = sorted({f for f in recorded if f not in (None, current)})
     if other:
-        count = sum(r.get("data_fingerprint") in other for r in load_results(out))
+        count = sum(f in other for f in recorded)
         raise StudyConfigError(
             f"--out {out}: {count} of its runs were trained on other data (fingerprint {', '.join(other)}) than"
             f" {where} holds ({current}); a study's results come from one dataset: use another --out, or point"

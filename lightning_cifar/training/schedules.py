@@ -16,7 +16,8 @@ SCHEDULES = ("onecycle", "cosine", "none")
 # Where a checkpoint keeps the schedule it was trained on: {"name", "total_steps", "warmup"}.
 CHECKPOINT_KEY = "lightning_cifar_schedule"
 # The settings that change how many steps a fit plans, for the message that names them.
-STEP_SETTINGS = "--data.batch_size, --trainer.max_epochs, --trainer.max_steps, --data.val_split, --trainer.accumulate_grad_batches"
+STEP_SETTINGS = ("--data.batch_size, --trainer.max_epochs, --trainer.max_steps, --data.val_split,"
+                 " --trainer.accumulate_grad_batches")
 
 
 def lr_multiplier(name: str, total_steps: int, warmup: float) -> Callable[[int], float]:

@@ -1,5 +1,6 @@
 """One command does each thing once: a config file is read once, a checkpoint opened at most three times (our
-look at its zip directory, our check and Lightning's load), the network built at most twice (shapes only for the checks, then for real).
+look at its zip directory, our check and Lightning's load), the network built at most twice (shapes only for the
+checks, then for real).
 Counted from the inside: file opens by Python's audit hook, builds by a registered backbone."""
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ def test_an_unwritable_log_folder_stops_before_training(tmp_path, tiny_cifar, cl
 
 def test_a_full_disk_stops_before_training(tmp_path, tiny_cifar, monkeypatch, cli):
     full = shutil._ntuple_diskusage(10 * 2**30, 10 * 2**30 - 2**20, 2**20)
-    monkeypatch.setattr("lightning_cifar.cli.lightning_cli.shutil.disk_usage", lambda path: full)
+    monkeypatch.setattr("lightning_cifar.files.shutil.disk_usage", lambda path: full)
     result = cli(["fit", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS], tmp_path, check=False)
     assert "only 1 MiB free on the disk of" in one_line_error(result)
     assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("events.out.tfevents.*"))

@@ -48,7 +48,8 @@ def csv_without_timings(out: Path) -> list[dict]:
     import csv
 
     with open(out / "results.csv", newline="") as f:
-        return [{k: v for k, v in row.items() if k not in ("train_time_s", "images_per_s")} for row in csv.DictReader(f)]
+        rows = list(csv.DictReader(f))
+    return [{k: v for k, v in row.items() if k not in ("train_time_s", "images_per_s")} for row in rows]
 
 
 def test_a_study_through_ray_gives_the_sequential_results_csv(tmp_path, tiny_cifar, cli, ray_instance):

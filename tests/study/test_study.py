@@ -155,7 +155,8 @@ def test_the_budget_check_chooses_its_recipe_again_at_its_epochs(tmp_path):
     main = [r for r in plan if "main" in r.roles and r.family == "cnn"]
     budget = [r for r in plan if "budget" in r.roles]
     assert main and {r.config["model"]["lr"] for r in main} == {0.1}
-    assert len(budget) == 2 and {(r.config["model"]["lr"], r.config["trainer"]["max_epochs"]) for r in budget} == {(0.3, 4)}
+    assert len(budget) == 2
+    assert {(r.config["model"]["lr"], r.config["trainer"]["max_epochs"]) for r in budget} == {(0.3, 4)}
     # The winning candidate's run at 4x is the base network's budget run of its seed: trained once.
     assert any(set(r.roles) == {"tune", "budget"} for r in budget)
 
@@ -186,7 +187,8 @@ def test_bad_shard_is_refused(text):
         ({"tune": [{"family": "resnet", "grid": {"model.lr": [1]}}]}, "family 'resnet'"),
         ({"budget": {"multiplier": 4, "points": ["width=3"]}}, "budget point 'width=3'"),
         ({"tune": [{"family": "cnn", "grid": {"model.lr": [1]}}],
-          "budget": {"multiplier": 4, "points": ["base"], "tune": [{"family": "cnn", "grid": {"data.augment": ["none"]}}]}},
+          "budget": {"multiplier": 4, "points": ["base"],
+                     "tune": [{"family": "cnn", "grid": {"data.augment": ["none"]}}]}},
          r"budget.tune \(cnn\): the grid must also set model.lr"),
         ({"budget": {"multiplier": 4, "points": ["base"], "tunes": []}}, r"budget: unknown key\(s\) \['tunes'\]"),
         ({"anchors": [{"label": "a", "config": "nowhere.yaml"}]}, "does not exist"),
@@ -342,7 +344,8 @@ def test_study_runs_records_and_reports(full_study):
                     "## The budget check", "## The seed notebook as anchor", "## Under- or over-fitting"):
         assert heading in report, heading
     assert "Holm-adjusted" in report and "machines: " in report and "Words follow one rule: " in report
-    assert "### `cnn` at 2x the epochs" in report and "each family with its recipe chosen again at that budget" in report
+    assert "### `cnn` at 2x the epochs" in report
+    assert "each family with its recipe chosen again at that budget" in report
     assert "- seeds per point: 2 (seeds 0, 1);" in report
     for name in ("axes.png", "compute.png", "curves.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
