@@ -73,7 +73,8 @@ def study_command(argv: Sequence[str]) -> int:
                         help="sequential: one run after another in this process (default); ray: every run a Ray task")
     parser.add_argument("--ray-address", help="address of a running Ray cluster (default: RAY_ADDRESS, else a local"
                         " instance started for the study)")
-    parser.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs Ray reserves for each run (default 1)")
+    parser.add_argument("--cpus-per-run", type=float, help="CPUs Ray reserves for each run (default: its --threads,"
+                        " so that runs side by side never share a core's threads)")
     parser.add_argument("--gpus-per-run", type=float, default=0.0,
                         help="GPUs Ray reserves for each run; fractions share a GPU, e.g. 0.25 (default 0)")
     parser.epilog = ("Any other --trainer.KEY=VALUE, --model.KEY=VALUE or --data.KEY=VALUE sets that key of the study's"
@@ -85,7 +86,7 @@ def study_command(argv: Sequence[str]) -> int:
             raise LightningCifarError(f"--epochs={args.epochs}: must be at least 1")
         recipe.setdefault("trainer", {})["max_epochs"] = args.epochs
     ray_only = [flag for flag, given in (("--ray-address", args.ray_address is not None),
-                                         ("--cpus-per-run", args.cpus_per_run != 1.0),
+                                         ("--cpus-per-run", args.cpus_per_run is not None),
                                          ("--gpus-per-run", args.gpus_per_run != 0.0)) if given]
     if ray_only and args.launcher != "ray":
         raise LightningCifarError(f"{', '.join(ray_only)} only apply to --launcher ray")
@@ -123,7 +124,8 @@ def study_command(argv: Sequence[str]) -> int:
             # Workers may start in another folder: a relative data path means the driver's.
             data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
             execute_on_ray(study, out, k, n, threads, data_dir=data_dir, address=args.ray_address,
-                           cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, log=log)
+                           cpus_per_run=args.cpus_per_run if args.cpus_per_run is not None else float(threads),
+                           gpus_per_run=args.gpus_per_run, log=log)
         else:
             execute(study, out, k, n, threads, data_dir=args.data_dir, log=log)
     results = {r["run_id"]: r for r in load_results(out) if r.get("version") == RESULT_VERSION}
