@@ -212,7 +212,6 @@ def storage_sizes(structure: bytes) -> Iterator[tuple[str, int]]:
         return
 
 
-
 def refusal_reason(exc: Exception) -> str:
     """Why torch.load refused a file, in one line: the global it would have run, or what was wrong."""
     text = str(exc)

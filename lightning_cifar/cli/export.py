@@ -135,7 +135,8 @@ def export_command(argv: Sequence[str]) -> int:
     net = load_for_export(args.ckpt_path)
     output = output_path(args.ckpt_path, args.format, args.output, args.overwrite)
     # Before the work: a full disk made TorchScript's writer abort in C++ (exit 134), leaving its temporary file.
-    weights = os.path.getsize(local_checkpoint_path(args.ckpt_path)) if os.path.isfile(args.ckpt_path) else 0
+    local = local_checkpoint_path(args.ckpt_path)
+    weights = os.path.getsize(local) if os.path.isfile(local) else 0
     ensure_writable(output.parent, 2 * weights + 16 * 2**20, "--output=FILE")
     written = export(net, args.format, output)
     print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB, {args.format}): input 'images'"

@@ -73,10 +73,10 @@ def available_bytes(accelerator: str) -> tuple[int, str]:
 
 
 def check_memory(model: dict[str, Any], batch_size: int, training: bool, accelerator: str,
-                 net: Optional[torch.nn.Module]) -> None:
-    """Refuse, in one line with the estimate, a network that cannot fit; ``--check_memory=false`` skips this.
-    ``net``: the network of the settings ``model`` on the meta device
-    (:func:`lightning_cifar.checkpoints.compatibility.shapes_only_backbone`); None: no estimate."""
+                 net: Optional[torch.nn.Module], skip: str = ", or pass --check_memory=false") -> None:
+    """Refuse, in one line with the estimate, a network that cannot fit. ``net``: the network of the settings
+    ``model`` on the meta device (:func:`lightning_cifar.checkpoints.compatibility.shapes_only_backbone`); None: no
+    estimate. ``skip``: how the user skips the check, where there is a way (the CLI's ``--check_memory=false``)."""
     found = footprint(net)
     if found is None:
         return
@@ -89,4 +89,4 @@ def check_memory(model: dict[str, Any], batch_size: int, training: bool, acceler
     raise LightningCifarError(
         f"model.backbone={model.get('backbone')} {kwargs}: {found.params:,} parameters;"
         f" {'training' if training else 'running'} it on batches of {batch_size} needs at least {need / gib:.1f} GiB,"
-        f" more than {where} ({have / gib:.1f} GiB); choose a smaller network or batch, or pass --check_memory=false")
+        f" more than {where} ({have / gib:.1f} GiB); choose a smaller network or batch{skip}")

@@ -447,7 +447,6 @@ class BudgetPair:
     b: str
     short: Comparison
     long: Comparison
-    judgements: tuple[Optional[Judgement], Optional[Judgement]] = (None, None)
 
 
 def budget_section(results: Results, study: StudyConfig,

@@ -193,10 +193,9 @@ class Classifier(pl.LightningModule):
         """Lightning's ``load_from_checkpoint``, refusing first a local checkpoint that holds more than
         plain data or names classes in its hyperparameters (see ``checkpoints.reading.read_checkpoint``)."""
         if isinstance(checkpoint_path, str) or hasattr(checkpoint_path, "__fspath__"):  # else an open file
-            path = os.fspath(checkpoint_path)
-            label = f"checkpoint {path}"
-            check_checkpoint_fits(check_checkpoint(path, trusted=False, label=label), label)
-            checkpoint_path = local_checkpoint_path(path, label)  # a URL is refused above, file:// made a path
+            label = f"checkpoint {os.fspath(checkpoint_path)}"
+            checkpoint_path = local_checkpoint_path(os.fspath(checkpoint_path), label)  # a URL refused, file:// a path
+            check_checkpoint_fits(check_checkpoint(checkpoint_path, trusted=False, label=label), label)
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def configure_callbacks(self) -> list[pl.Callback]:

@@ -26,7 +26,7 @@ class NonFiniteLossGuard(pl.Callback):
     def __init__(self) -> None:
         self._first_bad: Optional[Tensor] = None  # global step, -1 while all losses were finite
         self._bad_value: Optional[Tensor] = None
-        self._kept = ""  # the last checkpoint on disk, to say what a stopped run keeps
+        self._checkpoints: Optional[pl.Callback] = None  # the run's checkpoint callback: what a stopped run keeps
 
     def observe(self, loss: Tensor, step: int, epoch: int, lr: float, last_batch: bool = False) -> None:
         loss = loss.detach().float()
@@ -49,7 +49,8 @@ class NonFiniteLossGuard(pl.Callback):
         else:
             causes = (f"a learning rate too high for this network (--model.lr={lr:g}; try a tenth of it), no"
                       " normalisation layers in a deep network, or corrupted input data")
-        saved = (f"The last checkpoint saved before this step is kept: {self._kept}" if self._kept
+        kept = self._kept()
+        saved = (f"The last checkpoint saved before this step is kept: {kept}" if kept
                  else "No checkpoint had been saved")
         raise TrainingDivergedError(f"training loss became {float(self._bad_value)} at global step {step} (epoch"
                                     f" {epoch}); stopped. Likely causes: {causes}. {saved}")
@@ -60,17 +61,17 @@ class NonFiniteLossGuard(pl.Callback):
     def _lr(pl_module: pl.LightningModule) -> float:
         return float(getattr(pl_module.hparams, "lr", float("nan")))
 
-    @staticmethod
-    def _saved(trainer: pl.Trainer) -> str:
-        callback = trainer.checkpoint_callback
+    def _kept(self) -> str:
+        """The checkpoint on disk a stopped run keeps; looked up only when it stops, not at every step."""
+        callback = self._checkpoints
         path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "") or ""
         return path if path and os.path.isfile(path) else ""
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
-        self._kept = self._saved(trainer)
+        self._checkpoints = trainer.checkpoint_callback
         self.observe(loss, trainer.global_step, trainer.current_epoch, self._lr(pl_module),
                      last_batch=trainer.is_last_batch)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._kept = self._saved(trainer)
+        self._checkpoints = trainer.checkpoint_callback
         self.check(trainer.current_epoch, self._lr(pl_module))
