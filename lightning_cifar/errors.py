@@ -18,6 +18,12 @@ class TrainingDivergedError(LightningCifarError):
     exit_code = 1
 
 
+class DiskFullError(LightningCifarError):
+    """A write found no room: the disk is full, a quota is reached, or the process's file-size limit."""
+
+    exit_code = 1  # the command failed; its input was fine
+
+
 class UnknownBackboneError(LightningCifarError, LookupError):
     """No backbone is registered under the requested name."""
 

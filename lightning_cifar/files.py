@@ -8,17 +8,49 @@ crash or a kill while writing can never leave a truncated file behind.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import yaml
 
-from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.errors import DiskFullError, LightningCifarError
+
+# The errors that mean "no room for these bytes": a full disk, a user's quota, the process's file-size limit
+# (``ulimit -f``).
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def no_room(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in NO_ROOM
+
+
+def _free_space(path: Path) -> str:
+    for folder in (path, *path.parents):
+        try:
+            return f", {shutil.disk_usage(folder).free / 2**20:.1f} MiB free there"
+        except OSError:
+            continue
+    return ""
+
+
+def no_room_error(exc: OSError, path: Optional[Path]) -> DiskFullError:
+    """``exc`` (one of :data:`NO_ROOM`) as one line naming the file that could not be written, where known."""
+    if exc.errno == errno.EFBIG:
+        why = ": the process's file-size limit, ulimit -f"
+    else:
+        why = _free_space(Path(path).parent) if path is not None else ""
+    if path is None:
+        what, kept = "a file of this command (TensorBoard's events or Lightning's)", "what was written before is intact"
+    else:
+        what, kept = path, "it was not written, and an older file of that name is intact"
+    return DiskFullError(f"{what}: no room to write it ({exc.strerror or exc}{why}); {kept}: free some space, or write"
+                         " elsewhere, and run the command again")
 
 
 def _umask() -> int:
@@ -38,8 +70,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if no_room(exc):
+            raise no_room_error(exc, path) from exc
         raise
 
 

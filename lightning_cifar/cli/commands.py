@@ -9,18 +9,21 @@ time it takes to import torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import errno
 import os
 import signal
 import sys
-from typing import Callable, Optional, Sequence
+import threading
+from typing import Callable, Iterator, Optional, Sequence
 
 from lightning_cifar import registry
 from lightning_cifar.cli.config_files import check_cli_config_files
 from lightning_cifar.cli.program import DEBUG_ENV, PROG, expected_warnings_hidden
 from lightning_cifar.cli.summary import summary_command
 from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.files import no_room, no_room_error
 from lightning_cifar.models.measure import count_parameters
 
 
@@ -86,6 +89,24 @@ def run_lightning_cli(argv: Optional[Sequence[str]]) -> None:
     make_cli(argv)
 
 
+@contextlib.contextmanager
+def no_room_in_threads_left_to_the_main_thread() -> Iterator[None]:
+    """TensorBoard writes events from a thread; when the disk fills, that thread dies with a traceback, and the main
+    thread raises the same error at its next write, which :func:`main` reports in one line. The thread's traceback
+    would be a second report of it, a page long: other threads' errors still print theirs."""
+    default = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not no_room(args.exc_value):
+            default(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = default
+
+
 def main(args: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     if "--debug" in argv:
@@ -93,7 +114,7 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         os.environ[DEBUG_ENV] = "1"  # also reaches processes Lightning launches for DDP
         args = argv
     try:
-        with expected_warnings_hidden():
+        with expected_warnings_hidden(), no_room_in_threads_left_to_the_main_thread():
             if argv and argv[0] in COMMANDS:
                 raise SystemExit(COMMANDS[argv[0]](argv[1:]))
             if argv and not argv[0].startswith("-") and argv[0] not in LIGHTNING_COMMANDS:
@@ -116,6 +137,9 @@ def main(args: Optional[Sequence[str]] = None) -> None:
         print(f"{PROG}: terminated by SIGTERM", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
     except OSError as exc:
+        if no_room(exc) and not os.environ.get(DEBUG_ENV):  # a writer of Lightning's or TensorBoard's, not ours
+            print(f"{PROG}: error: {no_room_error(exc, exc.filename)}", file=sys.stderr)
+            raise SystemExit(1) from None
         if exc.errno != errno.ENAMETOOLONG or os.environ.get(DEBUG_ENV):
             raise
         name = max(str(exc.filename or "").split(os.sep), key=lambda part: len(part.encode()))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import os
 from pathlib import Path
 from typing import Optional, Sequence
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from lightning_cifar.checkpoints.compatibility import check_checkpoint_fits
 from lightning_cifar.checkpoints.reading import check_checkpoint, local_checkpoint_path
 from lightning_cifar.errors import LightningCifarError
-from lightning_cifar.files import ensure_writable
+from lightning_cifar.files import atomic_write_bytes, ensure_writable
 from lightning_cifar.models.measure import IMAGE_SHAPE
 from lightning_cifar.training.classifier import Classifier, evaluation_logits, tta_mode
 
@@ -102,19 +103,20 @@ def export(net: ExportedClassifier, fmt: str, output: Path) -> Path:
                     f"--format=onnx needs the {module} package: pip install 'lightning-cifar[export]'"
                 )
     example = torch.rand(2, *IMAGE_SHAPE)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    try:
-        with torch.no_grad():
-            if fmt == "torchscript":
-                torch.jit.save(torch.jit.trace(net, example), str(tmp))
-            else:
-                batch = torch.export.Dim("batch", min=1)
-                torch.onnx.export(net, (example,), str(tmp), input_names=["images"], output_names=["logits"],
-                                  dynamic_shapes={"images": {0: batch}}, dynamo=True, external_data=False)
-        tmp.replace(output)  # a failed export never leaves a file under the final name
-    finally:
-        tmp.unlink(missing_ok=True)  # nor a temporary one beside it
+    # Serialised in memory and written by us: TorchScript's own file writer aborts the process in C++ (exit 134,
+    # its temporary file left to fill the disk) when the disk fills, and ONNX's raises mid-file; atomic_write_bytes
+    # leaves the old file or the whole new one, never part of one, and names the file in one line.
+    with torch.no_grad():
+        if fmt == "torchscript":
+            buffer = io.BytesIO()
+            torch.jit.save(torch.jit.trace(net, example), buffer)
+            data = buffer.getvalue()
+        else:
+            batch = torch.export.Dim("batch", min=1)
+            program = torch.onnx.export(net, (example,), input_names=["images"], output_names=["logits"],
+                                        dynamic_shapes={"images": {0: batch}}, dynamo=True)
+            data = program.model_proto.SerializeToString()
+    atomic_write_bytes(output, data)
     return output
 
 
@@ -134,7 +136,7 @@ def export_command(argv: Sequence[str]) -> int:
         raise LightningCifarError(f"--format={args.format!r}: allowed values are {', '.join(map(repr, FORMATS))}")
     net = load_for_export(args.ckpt_path)
     output = output_path(args.ckpt_path, args.format, args.output, args.overwrite)
-    # Before the work: a full disk made TorchScript's writer abort in C++ (exit 134), leaving its temporary file.
+    # Before the work, so that a disk too full for the model is said before minutes of export, not after.
     local = local_checkpoint_path(args.ckpt_path)
     weights = os.path.getsize(local) if os.path.isfile(local) else 0
     ensure_writable(output.parent, 2 * weights + 16 * 2**20, "--output=FILE")

@@ -242,12 +242,21 @@ class CifarCLI(LightningCLI):
         hparams = dict(checkpoint.get(MODEL_HPARAMS) or {})
         hparams.pop("_instantiator", None)
         if hparams:
+            # Raising, not exiting: jsonargparse's exit prints the whole usage before its error (a checkpoint's
+            # `lr: "fast"`); the refusal is one line naming the file.
+            parsers = [self.parser, *self._subcommand_parsers.values()]
+            exiting = [parser.exit_on_error for parser in parsers]
+            for parser in parsers:
+                parser.exit_on_error = False
             try:
                 self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
             except Exception as exc:  # jsonargparse's refusal of a value, a page long: one line naming the file
                 text = " ".join(str(exc).split())
                 raise LightningCifarError(f"--ckpt_path={self.config[subcommand].get('ckpt_path')}: its model"
                                           f" settings are refused: {text[:300]}") from exc
+            finally:
+                for parser, exits in zip(parsers, exiting):
+                    parser.exit_on_error = exits
         for key, value in runtime.items():
             self.config[subcommand]["model"][key] = value
 

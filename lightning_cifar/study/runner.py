@@ -134,13 +134,39 @@ def result_path(out: Path, run: Run) -> Path:
     return out / "runs" / run.run_id / "result.json"
 
 
+def finished(out: Path, run: Run) -> bool:
+    """Whether ``run`` has a result this version reads. A result file it cannot read (broken JSON, another version's
+    format, another run's id) is refused in one line: skipped, the run would be planned again at every turn (the
+    launchers looped on it forever); trained again, the file would be lost."""
+    path = result_path(out, run)
+    if not path.is_file():
+        return False
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problem = f"not readable as JSON ({' '.join(str(exc).split())[:120]})"
+    else:
+        if not isinstance(result, dict):
+            problem = f"holds a JSON {type(result).__name__}, not a run's result"
+        elif result.get("version") != RESULT_VERSION:
+            problem = f"is a result of format version {result.get('version')!r}; this version reads {RESULT_VERSION}"
+        elif result.get("run_id") != run.run_id:
+            problem = f"is the result of run {result.get('run_id')!r}, not of {run.run_id}"
+        else:
+            return True
+    raise StudyConfigError(f"{path}: {problem}; move it (or its run folder) out of the way to train run {run.run_id}"
+                           " again")
+
+
 def load_results(out: Path) -> list[dict[str, Any]]:
     results = []
     for path in sorted((out / "runs").glob("*/result.json")):
         try:
-            results.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue  # being written by another shard right now; the next rebuild picks it up
+            result = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # not a result: the launchers refuse it in one line (finished), the report leaves it out
+        if isinstance(result, dict):
+            results.append(result)
     return results
 
 
@@ -374,6 +400,8 @@ def check_runs(runs: list[Run], out: Path, threads: int, data_dir: Optional[str]
     (fit's defaults filled in), by run id."""
     if not runs:
         return {}
+    for run in runs:
+        finished(out, run)  # a result file that cannot be read stops the study before anything trains
     with quiet_lightning():  # only the parser is wanted: no "GPU available" lines before the plan
         parser = build(run_config(runs[0], out, threads, data_dir)).parser
     parsed = {}

@@ -2,6 +2,7 @@
 and tracebacks where one line is due. Each test failed on the code before its fix."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -169,7 +170,7 @@ def test_a_terminated_fit_exits_143_keeping_the_epochs_that_ended(tmp_path, tiny
                  check=False)
     assert result.returncode == 143, result.stderr[-2000:]
     last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    assert f"SIGTERM: fit stopped during epoch 2 of 5; {last.relative_to(tmp_path)} holds the epochs before it" in \
+    assert f"SIGTERM: fit stopped during epoch 2 of 5; {last.relative_to(tmp_path)} is the last checkpoint saved" in \
         result.stderr.replace(str(tmp_path) + "/", "")
     assert "terminated by SIGTERM" in result.stderr
     assert torch.load(last, weights_only=True)["epoch"] == 0  # the epoch that ended, kept to resume from
@@ -406,6 +407,8 @@ def wrong_kinds():
         "backbone int": (lambda c: c["hyper_parameters"].update(backbone=7), "hyper_parameters.backbone is 7, not a"),
         "lr tensor": (lambda c: c["hyper_parameters"].update(lr=torch.tensor(0.1)),
                       "hyper_parameters.lr is a tensor; settings are plain values"),
+        "lr text": (lambda c: c["hyper_parameters"].update(lr="fast"),  # was jsonargparse's usage, then its error
+                    '.lr": Expected a <class \'float\'>. Got value: fast'),
     }
 
 
@@ -548,6 +551,150 @@ def test_unwritable_output_folders_are_refused_before_the_work(unnormalized, tmp
     config = write_study(tmp_path / "study.yaml", tiny_study(tiny_cifar, seeds=[0]))
     line = one_line_error(cli(["study", "-c", str(config), "--out", str(blocked / "study")], tmp_path, check=False))
     assert f"cannot write to {blocked / 'study'}" in line and "--out DIR" in line
+
+
+# -- 13. a disk that fills while writing -----------------------------------------------------------------------
+
+
+def file_size_limit(limit_bytes):
+    """For a child process: a write past ``limit_bytes`` fails as on a disk that filled (EFBIG; Python ignores the
+    SIGXFSZ that would otherwise kill the process), with no file system to mount and no root."""
+    import resource
+
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return apply
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_an_export_that_finds_no_room_is_one_line_and_keeps_the_old_file(unnormalized, tmp_path, fmt):
+    import os
+    import subprocess
+
+    from tests.helpers.runs import SUBPROCESS_TIMEOUT, script
+
+    _, _, ckpt = unnormalized
+    output = tmp_path / f"model.{fmt}"
+    output.write_bytes(b"the export before")
+    result = subprocess.run([script("lightning-cifar"), "export", f"--ckpt_path={ckpt}", f"--format={fmt}",
+                             f"--output={output}", "--overwrite"], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=SUBPROCESS_TIMEOUT,
+                            preexec_fn=file_size_limit(4096))  # the model takes about 10 KB
+    line = one_line_error(result, exit_code=1)  # TorchScript's writer aborted in C++ (134); ONNX's, a traceback
+    assert f"{output}: no room to write it (File too large: the process's file-size limit" in line
+    assert output.read_bytes() == b"the export before"
+    assert [p.name for p in tmp_path.iterdir()] == [output.name]  # no temporary file left to fill the disk
+
+
+@pytest.fixture
+def disk_fills(monkeypatch):
+    """Give it a test of (folder, file name): from the first file ``files.atomic_write_bytes`` writes that passes
+    it, every write goes to /dev/full, where the kernel fails it with ENOSPC, as on a disk that just filled (the
+    temporary file is still made, and must still be taken back, as on a real disk)."""
+    import os
+    import tempfile
+
+    import lightning_cifar.files as files
+
+    rules, full = [], []
+    real = tempfile.mkstemp
+
+    def mkstemp(prefix="", suffix="", dir=None):
+        fd, tmp = real(prefix=prefix, suffix=suffix, dir=dir)
+        if full or any(rule(Path(dir), prefix[1:-1]) for rule in rules):  # prefix: ".NAME."
+            full.append(True)
+            os.close(fd)
+            fd = os.open("/dev/full", os.O_WRONLY)
+        return fd, tmp
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", mkstemp)
+    return rules.append
+
+
+def test_a_fit_whose_checkpoint_finds_no_room_says_what_it_kept(tmp_path, tiny_cifar, cli, disk_fills):
+    import torch
+
+    checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    disk_fills(lambda folder, name: name == "last.ckpt" and (folder / name).exists())  # full after epoch 1
+    data = [f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--trainer.precision=32-true"]
+    result = cli(["fit", *data, *SMALL_NET, "--trainer.max_epochs=3"], tmp_path, check=False)
+    line = one_line_error(result, exit_code=1)
+    assert f"{checkpoints / 'last.ckpt'}: no room to write it (No space left on device" in line
+    assert "an older file of that name is intact" in line
+    assert f"the disk is full: fit stopped during epoch 2 of 3; {checkpoints / 'last.ckpt'} is the last checkpoint" \
+        " saved: resume with --ckpt_path=last" in result.stderr
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 0
+    assert not list(checkpoints.glob(".*.tmp"))
+
+
+def test_a_fit_whose_event_file_finds_no_room_is_one_line(tmp_path, tiny_cifar, cli, monkeypatch):
+    import errno
+    import os
+
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    real = RecordWriter.write
+
+    def write(self, data):  # TensorBoard writes events from a thread of its own
+        if last.exists():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, data)
+
+    monkeypatch.setattr(RecordWriter, "write", write)
+    data = [f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, "--trainer.precision=32-true"]
+    result = cli(["fit", *data, *SMALL_NET, "--trainer.max_epochs=3"], tmp_path, check=False)
+    line = one_line_error(result, exit_code=1)  # the writer thread's traceback is not printed beside it
+    assert "TensorBoard's events or Lightning's): no room to write it (No space left on device)" in line
+    assert f"{last} is the last checkpoint saved: resume with --ckpt_path=last" in result.stderr
+    assert "Exception in thread" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory, tiny_cifar):
+    """A tiny study of four runs, finished and reported; tests copy it."""
+    from tests.helpers.studies import tiny_study, write_study
+
+    root = tmp_path_factory.mktemp("finished_study")
+    config = write_study(root / "study.yaml", tiny_study(tiny_cifar, seeds=[0]))
+    fit_in_process(["study", "-c", str(config), "--out", str(root / "out")], root)
+    return config, root / "out"
+
+
+def test_a_report_that_finds_no_room_is_one_line_and_keeps_the_old_report(finished_study, tmp_path, cli,
+                                                                         disk_fills):
+    import shutil
+
+    config, finished = finished_study
+    out = shutil.copytree(finished, tmp_path / "out")
+    before = (out / "report.md").read_bytes()
+    disk_fills(lambda folder, name: name == "report.md")
+    line = one_line_error(cli(["study", "-c", str(config), "--out", str(out), "--report-only"], tmp_path,
+                              check=False), exit_code=1)
+    assert f"{out / 'report.md'}: no room to write it (No space left on device" in line
+    assert (out / "report.md").read_bytes() == before and not list(out.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("{broken", "not readable as JSON"),
+    ('{"version": 1}', "is a result of format version 1; this version reads 2"),
+    ("[]", "holds a JSON list, not a run's result"),
+])
+def test_a_result_file_the_study_cannot_read_stops_it_in_one_line(finished_study, tmp_path, content, problem):
+    import shutil
+
+    from tests.helpers.runs import run_cli
+
+    config, finished = finished_study
+    out = shutil.copytree(finished, tmp_path / "out")
+    broken = sorted(out.glob("runs/*/result.json"))[0]
+    broken.write_text(content)
+    # In a process of its own, with a deadline: this used to print "3 of 4 runs already done; 1 to run" forever.
+    line = one_line_error(run_cli(["study", "-c", str(config), "--out", str(out)], tmp_path, check=False,
+                                  timeout=120))
+    assert f"{broken}: {problem}" in line and "; move it (or its run folder) out of the way to train run" in line
+    assert broken.read_text() == content
 
 
 # -- 16. plugins that misbehave (trusted code, but the messages should still help) ------------------------------

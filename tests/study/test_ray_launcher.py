@@ -53,11 +53,28 @@ def csv_without_timings(out: Path) -> list[dict]:
 
 
 def test_a_study_through_ray_gives_the_sequential_results_csv(tmp_path, tiny_cifar, cli, ray_instance):
+    import fcntl
+
+    from lightning_cifar.study.config import load_study
+    from lightning_cifar.study.progress import current_state
+
     # No thread setting on either side: Ray gives each task's process OMP_NUM_THREADS=1 (one CPU per run), and the
     # study still trains every run with its own count (this process's), as the sequential launcher does.
     config = write_study(tmp_path / "study.yaml", tiny_study(tiny_cifar, **FOUR_RUNS))
     cli(["study", "-c", str(config), "--out", str(tmp_path / "sequential")], tmp_path)
-    printed = cli(["study", "-c", str(config), "--out", str(tmp_path / "ray"), "--launcher", "ray"], tmp_path).stdout
+    # One run is locked as a sequential study locks the run it trains: the Ray driver leaves it to that process...
+    out = tmp_path / "ray"
+    held = current_state(load_study(str(config)), out, 0, 1).todo[0].run_id
+    (out / ".locks").mkdir(parents=True)
+    with open(out / ".locks" / held, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        printed = cli(["study", "-c", str(config), "--out", str(out), "--launcher", "ray"], tmp_path).stdout
+    assert f"{held}: another process is training it; left to that process" in printed
+    assert "1 runs are being trained by another process" in printed and held not in results(out)
+    assert len(results(out)) == 3 and csv_run_ids(out) == sorted(results(out))
+    # ... and, released (that process ended without a result), the next study trains it.
+    printed += cli(["study", "-c", str(config), "--out", str(out), "--launcher", "ray"], tmp_path).stdout
+    assert "3 of 4 runs already done; 1 to run" in printed
     sequential, on_ray = results(tmp_path / "sequential"), results(tmp_path / "ray")
     assert len(on_ray) == 4 and set(on_ray) == set(sequential)
     assert csv_without_timings(tmp_path / "ray") == csv_without_timings(tmp_path / "sequential")
@@ -74,7 +91,7 @@ def test_a_study_through_ray_gives_the_sequential_results_csv(tmp_path, tiny_cif
     assert (tmp_path / "ray" / "report.md").is_file()
     # One line per finished run, with its accuracy and what is left.
     finished = [line for line in printed.splitlines() if ": test acc " in line]
-    assert len(finished) == 4 and "0 runs left in this shard" in finished[-1]
+    assert len(finished) == 4 and "0 runs left in this shard" in finished[-1] and held in finished[-1]
 
     again = cli(["study", "-c", str(config), "--out", str(tmp_path / "ray"), "--launcher", "ray"], tmp_path).stdout
     assert "4 of 4 runs already done; 0 to run" in again

@@ -1,43 +1,20 @@
 """The default launcher: a study's runs one after another in this process, sharing one loaded dataset.
 
-Several processes may work on one output folder (``--shard``, or the same command started twice): each run is
-trained under a lock (``fcntl.flock`` on ``.locks/RUN_ID``, released by the system if the process dies), so a run
-another process is training is skipped here, never trained twice.
+Each run is trained under its lock (:mod:`.locks`): a run another process is training is skipped here, never
+trained twice.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 from lightning_cifar.data.datamodule import CIFAR10DataModule
 from lightning_cifar.study.config import StudyConfig
-from lightning_cifar.study.plan import Run
+from lightning_cifar.study.launchers.locks import busy_elsewhere, left_to_another_process, run_lock
 from lightning_cifar.study.progress import Progress, current_state
-from lightning_cifar.study.runner import check_runs, result_path, run_one, write_results_csv
-
-LOCKS = ".locks"
-
-
-@contextmanager
-def run_lock(out: Path, run: Run) -> Iterator[bool]:
-    """Whether this process holds the run's lock (False: another process is training it), held while inside."""
-    folder = out / LOCKS
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / run.run_id, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)  # closing releases the lock
+from lightning_cifar.study.runner import check_runs, finished, run_one, write_results_csv
 
 
 def execute(study: StudyConfig, out: Path, k: int, n: int, threads: int, data_dir: Optional[str] = None,
@@ -63,17 +40,16 @@ def execute(study: StudyConfig, out: Path, k: int, n: int, threads: int, data_di
             write_results_csv(out, state.plan)
             busy = elsewhere & {r.run_id for r in state.todo}
             if busy:
-                log(f"{len(busy)} runs are being trained by another process on {out}: run this command again when it"
-                    " ends, to report them")
+                log(busy_elsewhere(len(busy), out))
             progress.waiting(state)
             return
         run = todo[0]
         with run_lock(out, run) as mine:
             if not mine:
                 elsewhere.add(run.run_id)
-                log(f"    {run.run_id}: another process is training it; left to that process")
+                log(left_to_another_process(run))
                 continue
-            if result_path(out, run).is_file():
+            if finished(out, run):
                 continue  # finished by another process since this one looked
             progress.start(run)
             started = time.perf_counter()

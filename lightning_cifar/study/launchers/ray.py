@@ -12,6 +12,8 @@ copying the folder to each node once, and a missing folder is refused in one lin
 A worker that dies mid-run (killed, out of memory, its node lost) has its task retried by Ray (up to
 ``TASK_RETRIES`` times); a run that fails with an error stops the study with that error, keeping every
 finished run. Resuming works as with the sequential launcher: finished runs are skipped by their hash.
+The driver holds each submitted run's lock (:mod:`.locks`) until its files are written, so a second study on
+the same ``--out`` (through Ray or not) leaves that run alone, and this one leaves alone the runs another holds.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ from lightning_cifar.data.datamodule import DEFAULT_DATA_DIR
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.study.config import StudyConfig
 from lightning_cifar.study.plan import Run
+from lightning_cifar.study.launchers.locks import (busy_elsewhere, left_to_another_process, release_run_lock,
+                                                   take_run_lock)
 from lightning_cifar.study.progress import Progress, current_state
-from lightning_cifar.study.runner import check_runs, clear_run, quiet_lightning, save_run, train_run, write_results_csv
+from lightning_cifar.study.runner import (check_runs, clear_run, finished, quiet_lightning, save_run, train_run,
+                                          write_results_csv)
 
 # Retries of a run whose worker process died (Ray's own count; an exception raised by the run is not retried).
 TASK_RETRIES = 3
@@ -89,6 +94,7 @@ def execute_on_ray(study: StudyConfig, out: Path, k: int, n: int, threads: int, 
         raise LightningCifarError(f"--cpus-per-run {cpus_per_run} / --gpus-per-run {gpus_per_run}: need more than"
                                   " 0 CPUs and at least 0 GPUs per run")
     ray = import_ray()
+    locks: dict[str, int] = {}  # run id -> its lock file, held from submission until its files are written
     started_here = not ray.is_initialized()
     if started_here:
         # Workers' own output (Lightning's lines for every run) stays in Ray's logs: the driver prints one line
@@ -107,25 +113,42 @@ def execute_on_ray(study: StudyConfig, out: Path, k: int, n: int, threads: int, 
         out.mkdir(parents=True, exist_ok=True)
         progress = Progress(log)
         checked: set[str] = set()
+        elsewhere: set[str] = set()
         in_flight: dict[Any, Run] = {}
         while True:
             state = current_state(study, out, k, n)
             if not checked and not in_flight:
                 progress.begin(state)
             running = {r.run_id for r in in_flight.values()}
-            new = [r for r in state.todo if r.run_id not in running]
+            new = [r for r in state.todo if r.run_id not in running | elsewhere]
             unchecked = [r for r in new if r.run_id not in checked]
             if unchecked:
                 check_runs(unchecked, out, threads, data_dir)  # before any of them trains
                 checked.update(r.run_id for r in unchecked)
+            submitted = 0
             for run in new:
+                lock = take_run_lock(out, run)
+                if lock is None:
+                    elsewhere.add(run.run_id)
+                    log(left_to_another_process(run))
+                    continue
+                if finished(out, run):  # finished by another process since this one looked
+                    release_run_lock(lock)
+                    continue
+                locks[run.run_id] = lock
                 in_flight[task.remote(run, threads, data_dir)] = run
-            if new:
-                log(f"submitted {len(new)} runs to Ray ({cpus_per_run:g} CPUs, {gpus_per_run:g} GPUs, {threads} threads"
-                    f" each; up to {parallel} at once on {resources.get('CPU', 0):g} CPUs,"
+                submitted += 1
+            if submitted:
+                log(f"submitted {submitted} runs to Ray ({cpus_per_run:g} CPUs, {gpus_per_run:g} GPUs, {threads}"
+                    f" threads each; up to {parallel} at once on {resources.get('CPU', 0):g} CPUs,"
                     f" {resources.get('GPU', 0):g} GPUs)")
             if not in_flight:
+                if any(r.run_id not in elsewhere for r in state.todo):
+                    continue  # runs another process finished since: this state is out of date
                 write_results_csv(out, state.plan)
+                busy = elsewhere & {r.run_id for r in state.todo}
+                if busy:
+                    log(busy_elsewhere(len(busy), out))
                 progress.waiting(state)
                 return
             [ready], _ = ray.wait(list(in_flight), num_returns=1)
@@ -145,9 +168,12 @@ def execute_on_ray(study: StudyConfig, out: Path, k: int, n: int, threads: int, 
                 raise LightningCifarError(f"run {run.run_id} failed on a Ray worker: {text}") from None
             clear_run(out, run)
             save_run(out, run, result, files)
+            release_run_lock(locks.pop(run.run_id))
             write_results_csv(out, state.plan)
             progress.finish(run, result, seconds, len(state.mine) - 1, parallel)  # state: before this one finished
     finally:
+        for lock in locks.values():
+            release_run_lock(lock)
         if started_here:
             ray.shutdown()
 
