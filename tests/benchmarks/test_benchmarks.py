@@ -81,3 +81,49 @@ def test_throughput_counts_the_flops_of_the_network_a_config_trains_defaults_inc
     model = throughput["resolved_settings"]([sys.executable, "-m", "lightning_cifar", "fit", "-c", str(config)])["model"]
     assert (model["backbone"], model["backbone_kwargs"]) == (default, {"width_mult": 2.0})
     assert throughput["model_flops_per_image"](model) == throughput["training_flops_per_image"](default, {"width_mult": 2.0})
+
+
+# -- benchmarks/vs_airbench.py: airbench94 itself, through a CPU shim ------------------------------------------
+
+
+def test_the_airbench_table_is_read_as_the_package_prints_it(capsys):
+    """airbench prints its results as a table; the comparison reads them from there, so the reader is checked
+    against the package's own printer (a changed column would otherwise show up as a wrong row hours in)."""
+    import sys
+
+    utils = pytest.importorskip("airbench.utils", reason="needs the bench extra")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from airbench_cpu import parse_rows
+
+    utils.print_columns(utils.logging_columns_list, is_head=True)
+    utils.print_training_details({"run": 0, "epoch": 3, "train_loss": 0.51, "train_acc": 0.875, "val_acc": 0.9012,
+                                  "total_time_seconds": 301.5}, is_final_entry=False)
+    utils.print_training_details({"epoch": "eval", "tta_val_acc": 0.9401, "total_time_seconds": 1002.25},
+                                 is_final_entry=True)
+    rows = parse_rows(capsys.readouterr().out)
+    assert rows == [
+        {"run": 0, "epoch": 3, "train_loss": 0.51, "train_acc": 0.875, "val_acc": 0.9012, "tta_val_acc": None,
+         "total_time_seconds": 301.5},
+        {"run": None, "epoch": "eval", "train_loss": None, "train_acc": None, "val_acc": None, "tta_val_acc": 0.9401,
+         "total_time_seconds": 1002.25},
+    ]
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", "torch.bfloat16"), ("fp32", "torch.float32")])
+def test_the_shim_runs_airbenchs_own_network_on_the_cpu_in_the_chosen_precision(precision, dtype):
+    """In a process of its own: the shim changes torch for the whole process."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("airbench", reason="needs the bench extra")
+    code = (f"import sys, time; sys.path.insert(0, {str(REPO / 'benchmarks')!r}); import torch, airbench_cpu\n"
+            f"airbench_cpu.run_on_cpu({precision!r}); import airbench\n"
+            "net = airbench.make_net94(); x = torch.randn(4, 3, 32, 32).cuda().half()\n"
+            "start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)\n"
+            "start.record(); out = net(x); out.float().sum().backward(); time.sleep(0.01); end.record()\n"
+            "torch.cuda.synchronize()\n"
+            "norms = {m.weight.dtype for m in net.modules() if type(m).__name__ == 'BatchNorm'}\n"
+            "print(out.dtype, out.device, tuple(out.shape), norms == {torch.float32}, start.elapsed_time(end) >= 10)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == [dtype, "cpu", "(4,", "10)", "True", "True"]

@@ -1,0 +1,159 @@
+"""Ours against airbench94 on the same CPU, side by side: each a whole process, alternating, several seeds.
+
+    python benchmarks/vs_airbench.py --seeds 0 1 2 --json benchmarks/speedrun/vs-airbench.jsonl
+    python benchmarks/vs_airbench.py --seeds 0 --airbench-precision bf16 autocast fp32 --json FILE --resume
+    python benchmarks/vs_airbench.py --config configs/speedrun-cpu-90.yaml --seeds 0 -- --trainer.max_epochs=8
+
+For every seed: airbench94 in each ``--airbench-precision`` (``benchmarks/airbench_cpu.py``: the PyPI package,
+unmodified, through a documented CPU shim), then ``lightning-cifar fit -c CONFIG`` as ``time_to_accuracy.py`` runs
+it (test accuracy after every epoch, the time of those extra test passes left out). Each record is appended to
+``--json`` as it finishes, so a long comparison resumes (``--resume``) instead of restarting.
+
+The table: seconds per training epoch, epochs and time until test accuracy first reaches ``--target``
+(airbench tests with its TTA only at the end, so for it that is its whole run, or "not reached"), the final
+accuracy (each side with its own test-time augmentation), and the whole run as airbench's own timer counts it
+(whitening set-up, training, the final TTA test pass; not its per-epoch test passes, not the process's start) and
+for ours the same plus the process's start and the data's loading (``fit``'s wall time less the benchmark's
+extra test passes, plus the last one); ours over airbench's as ratios. Both processes' wall times are in the
+records too. Time nothing else while it runs: on 2 cores a second process halves every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+import time_to_accuracy  # noqa: E402  (our side is that benchmark's run, unchanged)
+
+# Every wait on a child has a deadline: airbench's whole run took 1,075 s on this machine in bfloat16.
+AIRBENCH_TIMEOUT_S = 3 * 3600
+
+
+def run_airbench(seed: int, precision: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, str(HERE / "airbench_cpu.py"), f"--seed={seed}", f"--precision={precision}",
+           f"--data-dir={args.data_dir}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=AIRBENCH_TIMEOUT_S,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if proc.returncode != 0:
+        raise SystemExit(f"airbench94 seed {seed} ({precision}) failed:\n{proc.stderr[-3000:]}")
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    times = [e["total_time_seconds"] for e in record["epochs"]]
+    record["epoch_s"] = [b - a for a, b in zip([0.0, *times], times)][1:]  # the first includes whitening set-up
+    return record
+
+
+def run_ours(seed: int, args: argparse.Namespace) -> dict:
+    run = time_to_accuracy.run_seed(args.config, seed, args)
+    walls = [e["train_wall_s"] for e in run["epochs"]]
+    return {"who": "ours", "config": args.config, "precision": "as configured", "seed": seed,
+            "epochs": run["epochs"], "epoch_s": [b - a for a, b in zip(walls, walls[1:])],
+            "final_acc": run["epochs"][-1]["test_acc"], "fit_wall_s": run["fit_wall_s"],
+            # what airbench's timer counts: training, then one test pass with test-time augmentation (the last
+            # epoch's); ours also counts the process's start and the data's loading, which airbench's leaves out
+            "time_s": run["fit_wall_s"] + last_test_pass_s(run["epochs"]),
+            "process_wall_s": run["process_wall_s"], "extra_args": args.extra}
+
+
+def last_test_pass_s(epochs: list[dict]) -> float:
+    eval_s = [e["eval_s"] for e in epochs]
+    return eval_s[-1] - (eval_s[-2] if len(eval_s) > 1 else 0.0)
+
+
+def key(record: dict) -> tuple:
+    return record["who"], record["precision"], record["seed"]
+
+
+def summary(record: dict, target: float) -> dict:
+    """One process's figures for the table."""
+    if record["who"] == "ours":
+        reached = time_to_accuracy.first_reaching(record["epochs"], target)
+        return {"epoch_s": statistics.median(record["epoch_s"]) if record["epoch_s"] else float("nan"),
+                "final": record["final_acc"], "epochs_to": reached["epoch"] if reached else None,
+                "time_to": reached["train_wall_s"] if reached else None, "wall": record["time_s"]}
+    reached = record["tta_acc"] >= target
+    return {"epoch_s": statistics.median(record["epoch_s"]) if record["epoch_s"] else float("nan"),
+            "final": record["tta_acc"], "epochs_to": record["train_epochs"] if reached else None,
+            "time_to": record["airbench_timer_s"] if reached else None, "wall": record["airbench_timer_s"]}
+
+
+def mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def table(records: list[dict], target: float) -> str:
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        groups.setdefault((record["who"], record["precision"]), []).append(summary(record, target))
+    lines = [f"| who | precision | seeds | s / epoch | epochs to {target:.0%} | time to {target:.0%} (s) |"
+             " final accuracy | whole run (s) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for (who, precision), rows in groups.items():
+        reached = sum(r["time_to"] is not None for r in rows)
+
+        def fmt(name: str, digits: int) -> str:
+            value = mean([r[name] for r in rows])
+            return "not reached" if value is None else f"{value:,.{digits}f}"
+
+        lines.append(f"| {who} | {precision} | {len(rows)} | {fmt('epoch_s', 1)} | {fmt('epochs_to', 1)}"
+                     f" ({reached} of {len(rows)}) | {fmt('time_to', 0)} | {mean([r['final'] for r in rows]):.4f}"
+                     f" | {fmt('wall', 0)} |")
+    ours = groups.get(("ours", "as configured"), [])
+    for (who, precision), rows in groups.items():
+        if who == "ours" or not ours:
+            continue
+        ratio = mean([r["wall"] for r in ours]) / mean([r["wall"] for r in rows])
+        per_epoch = mean([r["epoch_s"] for r in ours]) / mean([r["epoch_s"] for r in rows])
+        lines.append(f"\nours / airbench94 ({precision}): whole run {ratio:.2f}x, seconds per epoch {per_epoch:.2f}x")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(REPO / "configs" / "speedrun-cpu-94.yaml"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--airbench-precision", nargs="+", default=["bf16"], choices=["bf16", "fp32", "autocast"])
+    parser.add_argument("--target", type=float, default=0.94)
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "cifar10"))
+    parser.add_argument("--json", help="append every finished process's record to this JSON-lines file")
+    parser.add_argument("--resume", action="store_true", help="skip what --json already holds")
+    parser.add_argument("--from-epoch", type=int, default=1, help="ours: test after this epoch and later ones")
+    parser.add_argument("--skip-ours", action="store_true", help="airbench94 only")
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    args.extra = argv[split + 1:]  # more lightning-cifar arguments for our side, after --
+    if args.resume and not args.json:
+        parser.error("--resume needs --json FILE")
+    records = []
+    if args.resume and Path(args.json).is_file():
+        records = [json.loads(line) for line in Path(args.json).read_text().splitlines() if line.strip()]
+    done = {key(r) for r in records}
+    print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    for seed in args.seeds:
+        todo = [("airbench94", p) for p in args.airbench_precision] + ([] if args.skip_ours else [("ours", None)])
+        for who, precision in todo:
+            if (who, precision or "as configured", seed) in done:
+                continue
+            record = run_ours(seed, args) if who == "ours" else run_airbench(seed, precision, args)
+            record["load_average_after"] = os.getloadavg()[0]
+            records.append(record)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            s = summary(record, args.target)
+            print(f"{who} ({record['precision']}) seed {seed}: final {s['final']:.4f}, {s['epoch_s']:.1f} s per"
+                  f" epoch, whole run {s['wall']:.0f} s, load average after {record['load_average_after']:.2f}",
+                  flush=True)
+    print(table(records, args.target))
+
+
+if __name__ == "__main__":
+    main()
