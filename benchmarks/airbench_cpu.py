@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 LAUNCHED = time.time()
 
@@ -69,6 +70,24 @@ def run_on_cpu(precision: str) -> None:
         return load(*args, map_location="cpu", **kwargs)
 
     torch.load = load_on_cpu
+
+
+@contextlib.contextmanager
+def airbench_data_folder(data_dir: str) -> Iterator[None]:
+    """The working folder, while inside, is a temporary one whose ``cifar10/cifar-10-batches-py`` links to
+    ``data_dir``'s: where ``CifarLoader("cifar10")`` reads (and caches its tensors)."""
+    batches = Path(data_dir).resolve() / "cifar-10-batches-py"
+    if not batches.is_dir():
+        raise SystemExit(f"--data-dir={data_dir}: no cifar-10-batches-py/ there")
+    before = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="airbench-cpu-") as tmp:
+        (Path(tmp) / "cifar10").mkdir()
+        (Path(tmp) / "cifar10" / "cifar-10-batches-py").symlink_to(batches)
+        os.chdir(tmp)
+        try:
+            yield
+        finally:
+            os.chdir(before)
 
 
 def autocast_net(make_net):
@@ -123,9 +142,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=None, help="airbench's train_epochs (default: its 9.9);"
                         " less only to try the script out")
     args = parser.parse_args()
-    batches = Path(args.data_dir).resolve() / "cifar-10-batches-py"
-    if not batches.is_dir():
-        raise SystemExit(f"--data-dir={args.data_dir}: no cifar-10-batches-py/ there")
     try:
         import airbench
     except ImportError:
@@ -135,10 +151,7 @@ def main() -> None:
     run_on_cpu(args.precision)
     torch.manual_seed(args.seed)
     printed = io.StringIO()
-    with tempfile.TemporaryDirectory(prefix="airbench-cpu-") as tmp:
-        os.chdir(tmp)
-        (Path(tmp) / "cifar10").mkdir()
-        (Path(tmp) / "cifar10" / "cifar-10-batches-py").symlink_to(batches)
+    with airbench_data_folder(args.data_dir):
         options = {} if args.epochs is None else {"epochs": args.epochs}
         if args.precision == "autocast":
             options["make_net"] = autocast_net(airbench.make_net94)

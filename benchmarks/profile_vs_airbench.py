@@ -5,8 +5,9 @@
 Each side runs in a process of its own, one after the other, training on ``--images`` images after a warm-up:
 airbench94 through ``airbench_cpu.py``'s shim (bfloat16, its batch 1024, ``verbose=False``: no test passes) and
 ``lightning-cifar fit -c CONFIG`` (batch 500 in the 94 % config; ``--trainer.profiler=simple`` adds Lightning's
-per-hook times; the profile leaves out its first 3 steps and the set-up before them). Prints each side's top operators by their own CPU time, per 1,000 training images, and the
-ratio; ``--json`` keeps them. Time nothing else while it runs.
+per-hook times; the profile leaves out its first 3 steps and the set-up before them). Prints each side's top
+operators by their own CPU time, per 1,000 training images, and the ratio; ``--json`` keeps them. Time nothing
+else while it runs.
 """
 
 from __future__ import annotations
@@ -28,14 +29,12 @@ import json, sys, time, torch
 sys.path.insert(0, {here!r})
 import airbench_cpu
 airbench_cpu.run_on_cpu("bf16")
-import airbench, os, tempfile
-from pathlib import Path
+import airbench
 from torch.profiler import ProfilerActivity, profile
-tmp = tempfile.mkdtemp(prefix="airbench-profile-")
-os.chdir(tmp)
-(Path(tmp) / "cifar10").mkdir()
-(Path(tmp) / "cifar10" / "cifar-10-batches-py").symlink_to(Path({data!r}).resolve() / "cifar-10-batches-py")
-loader = airbench.CifarLoader("cifar10", train=True, batch_size=1024, aug={{"flip": True, "translate": 2}}, altflip=True)
+data_folder = airbench_cpu.airbench_data_folder({data!r})  # held: left when the process ends
+data_folder.__enter__()
+loader = airbench.CifarLoader("cifar10", train=True, batch_size=1024, aug={{"flip": True, "translate": 2}},
+                              altflip=True)
 epochs = {images} / (len(loader) * 1024)
 airbench.train94(loader, epochs=3 / len(loader), verbose=False)  # warm-up: oneDNN picks kernels on the first steps
 loader.epoch = 0
