@@ -1,4 +1,5 @@
-"""Peak memory and time of the round-three hostile inputs (docs/reliability.md, cases 84 to 89), whole commands.
+"""Peak memory and time of the round-three hostile inputs (docs/reliability.md, cases 84 to 89 and 100), whole
+commands.
 
     python benchmarks/hostile_input_round3.py                                   # this checkout
     python benchmarks/hostile_input_round3.py --code /path/to/an/older/checkout \
@@ -119,6 +120,17 @@ def make_cases(tmp: Path) -> list[tuple[str, Path, list[str]]]:
                                ("predict: 2 GB sparse file with a PNG header", sparse_folder, "huge.png")):
         cases.append((name, folder / file, ["predict", *data_args, f"--ckpt_path={ckpt}",
                                             f"--data.predict_dir={folder}", f"--predictions.output_dir={tmp / 'p'}"]))
+    # A result file the study cannot read, for the run it would train first (row 100): the code before looped.
+    from lightning_cifar.study.config import load_study
+    from lightning_cifar.study.progress import current_state
+
+    plain_study = write_study(tmp / "plain-study.yaml", tiny_study(data, seeds=[0]))
+    out = tmp / "broken-out"
+    broken = out / "runs" / current_state(load_study(str(plain_study)), out, 0, 1).todo[0].run_id / "result.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("{broken")
+    cases.append(("study: a broken result.json in --out", broken, ["study", "-c", str(plain_study), "--out",
+                                                                   str(out)]))
     return cases
 
 
