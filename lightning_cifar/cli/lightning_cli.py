@@ -244,10 +244,7 @@ class CifarCLI(LightningCLI):
         if hparams:
             # Raising, not exiting: jsonargparse's exit prints the whole usage before its error (a checkpoint's
             # `lr: "fast"`); the refusal is one line naming the file.
-            parsers = [self.parser, *self._subcommand_parsers.values()]
-            exiting = [parser.exit_on_error for parser in parsers]
-            for parser in parsers:
-                parser.exit_on_error = False
+            exits, self.parser.exit_on_error = self.parser.exit_on_error, False
             try:
                 self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
             except Exception as exc:  # jsonargparse's refusal of a value, a page long: one line naming the file
@@ -255,8 +252,7 @@ class CifarCLI(LightningCLI):
                 raise LightningCifarError(f"--ckpt_path={self.config[subcommand].get('ckpt_path')}: its model"
                                           f" settings are refused: {text[:300]}") from exc
             finally:
-                for parser, exits in zip(parsers, exiting):
-                    parser.exit_on_error = exits
+                self.parser.exit_on_error = exits
         for key, value in runtime.items():
             self.config[subcommand]["model"][key] = value
 
