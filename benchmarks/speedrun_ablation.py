@@ -44,12 +44,16 @@ def _set(path: str, value: Any) -> Callable[[Config], None]:
     return apply
 
 
+def _get(config: Config, path: str) -> Any:
+    value: Any = config
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
 def _switch(path: str, on: Any = True, off: Any = False) -> Callable[[Config], None]:
     def apply(config: Config) -> None:
-        value: Any = config
-        for key in path.split("."):
-            value = value.get(key) if isinstance(value, dict) else None
-        _set(path, off if value else on)(config)  # an absent option is off, as the model's defaults are
+        _set(path, off if _get(config, path) else on)(config)  # an absent option is off, as the model's defaults are
 
     return apply
 
@@ -87,6 +91,11 @@ VARIANTS: dict[str, tuple[str, Callable[[Config], None]]] = {
     # classifier bias, in the 90 % and 94 % ones): off where a config has it, 10 where it does not.
     "switch-bias-lr": ("the biases' and batch-norm shifts' own rate (bias_lr), switched (10 <-> the head's rate)",
                        _switch("model.bias_lr", on=10.0, off=None)),
+    # airbench pools right after a block's first convolution, before its batch norm and GELU (a quarter of the
+    # pixels for those two); switched, as identity init is: to that order where a config pools after them, back.
+    "switch-pool-order": ("pooling before the first batch norm and GELU of each block (airbench's order), switched",
+                          lambda config: _set(f"{KW}.pool_position", "first" if _get(config, f"{KW}.pool_position")
+                                              == "first_conv" else "first_conv")(config)),
     "random-flip": ("the alternating flip: random flips, same 2-pixel shifts", _set("data.augment", "shift_flip")),
     "no-label-smoothing": ("label smoothing", _set("model.label_smoothing", 0.0)),
     "no-tta": ("test-time augmentation (one view instead of six)", _set("model.tta", "none")),

@@ -22,6 +22,7 @@ from lightning_cifar.models.whitening import PatchWhitening
 Width = Union[int, Sequence[int]]
 
 INPUT_SIZE = 32
+POOL_POSITIONS = ("last", "first", "first_conv")
 
 
 def _per_block(value, n: int, what: str) -> list:
@@ -67,7 +68,7 @@ class ConvPoolNet(nn.Module):
         norm: bool = True,
         activation: str = "relu",
         pool: Literal["max", "avg"] = "max",
-        pool_position: Literal["last", "first"] = "last",
+        pool_position: Literal["last", "first", "first_conv"] = "last",
         dropout: Union[float, Sequence[float]] = 0.0,
         head: Literal["global", "global_max", "flatten"] = "global",
         dense: Sequence[int] = (),
@@ -96,9 +97,11 @@ class ConvPoolNet(nn.Module):
             norm: batch norm after every convolution.
             activation: ``relu``, ``gelu``, ``silu``, ``elu`` or ``leaky_relu``.
             pool: ``max`` or ``avg`` 2x2 pooling, once per block.
-            pool_position: pool after the block's ``last`` convolution (classic), or
-                after its ``first`` (as airbench does: the block's later convolutions
-                run at a quarter of the pixels, for about half the cost).
+            pool_position: pool after the block's ``last`` convolution (classic), after its
+                ``first`` (the block's later convolutions run at a quarter of the pixels, for
+                about half the cost), or at ``first_conv``: right after the first convolution,
+                before its batch norm and activation, as airbench does (they too then run at a
+                quarter of the pixels; on a CPU they cost as much time as the convolutions).
             dropout: dropout after each block's pooling (one number or one per block).
             head: ``global`` (global average pooling), ``global_max`` (the largest response of each
                 filter anywhere, as airbench's last pooling) or ``flatten`` (as in Keras).
@@ -136,8 +139,9 @@ class ConvPoolNet(nn.Module):
                 raise BackboneConfigError(f"{name}={value!r}: must be a whole number, not true/false")
         if pool not in ("max", "avg"):
             raise BackboneConfigError(f"pool={pool!r}: allowed values are 'max', 'avg'")
-        if pool_position not in ("last", "first"):
-            raise BackboneConfigError(f"pool_position={pool_position!r}: allowed values are 'last', 'first'")
+        if pool_position not in POOL_POSITIONS:
+            allowed = ", ".join(map(repr, POOL_POSITIONS))
+            raise BackboneConfigError(f"pool_position={pool_position!r}: allowed values are {allowed}")
         if head not in ("global", "global_max", "flatten"):
             raise BackboneConfigError(f"head={head!r}: allowed values are 'global', 'global_max', 'flatten'")
         widths, kernels = _resolve_blocks(widths, kernels, blocks)
@@ -185,7 +189,8 @@ class ConvPoolNet(nn.Module):
                     f"block {b}: a {INPUT_SIZE}x{INPUT_SIZE} input is pooled below 1x1 after"
                     f" {b} blocks; use at most {b - 1} blocks"
                 )
-            pool_at = 0 if pool_position == "first" else len(block_widths) - 1
+            pool_at = len(block_widths) - 1 if pool_position == "last" else 0
+            pool_layer = nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2)
             for i, w in enumerate(block_widths):
                 if int(w) < 1:
                     raise BackboneConfigError(f"block {b}: width {w} must be a positive number of filters")
@@ -195,13 +200,15 @@ class ConvPoolNet(nn.Module):
                     with torch.no_grad():
                         nn.init.dirac_(conv.weight[: min(out, channels)])
                 layers.append(conv)
+                if i == pool_at and pool_position == "first_conv":
+                    layers.append(pool_layer)
                 if norm:
                     bn = nn.BatchNorm2d(out, momentum=norm_momentum)
                     bn.weight.requires_grad_(norm_scale)
                     layers.append(bn)
                 layers.append(activation_layer(activation))
-                if i == pool_at:
-                    layers.append(nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2))
+                if i == pool_at and pool_position != "first_conv":
+                    layers.append(pool_layer)
                 channels = out
             if drop > 0:
                 layers.append(nn.Dropout(drop))

@@ -127,3 +127,14 @@ def test_the_shim_runs_airbenchs_own_network_on_the_cpu_in_the_chosen_precision(
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == [dtype, "cpu", "(4,", "10)", "True", "True"]
+
+
+def test_loop_variants_reads_settings_as_yaml_and_refuses_one_without_a_value():
+    """A variant timed with a setting the user mistyped would silently time the config as written."""
+    import runpy
+
+    script = runpy.run_path(str(REPO / "benchmarks" / "loop_variants.py"))
+    assert script["parse_change"]("data.batch_size=1024") == ("data.batch_size", 1024)
+    assert script["parse_change"]("model.backbone_kwargs.pool_position=first_conv")[1] == "first_conv"
+    with pytest.raises(SystemExit, match="'data.batch_size': expected KEY=VALUE"):
+        script["parse_change"]("data.batch_size")

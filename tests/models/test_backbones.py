@@ -129,6 +129,28 @@ def test_pool_position_first_pools_after_the_first_conv_of_each_block():
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
+def test_pool_position_first_conv_pools_before_the_first_norm_as_airbench():
+    net = ConvPoolNet(widths=[[8, 8], [16, 16]], kernels=[5, 3], pool_position="first_conv")
+    kinds = [type(m).__name__ for m in net.features]
+    assert kinds == ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU",
+                     "Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU"]
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    # Batch norm's scale frozen at 1 keeps it increasing, and ReLU is: max pooling commutes with both, so only
+    # the statistics (over the pooled pixels) tell the two orders apart. In evaluation mode they agree exactly.
+    torch.manual_seed(0)
+    before = ConvPoolNet(widths=[8, 16], kernels=[3, 3], pool_position="first_conv", norm_scale=False).eval()
+    after = ConvPoolNet(widths=[8, 16], kernels=[3, 3], pool_position="first", norm_scale=False).eval()
+    # The same layers at other places in the Sequential: copied in order, not by name.
+    after.load_state_dict(dict(zip(after.state_dict(), before.state_dict().values())))
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.allclose(before(x), after(x), atol=1e-5)
+
+
+def test_an_unknown_pool_position_is_refused_naming_the_allowed_ones():
+    with pytest.raises(BackboneConfigError, match="pool_position='middle'.*'last', 'first', 'first_conv'"):
+        ConvPoolNet(pool_position="middle")
+
+
 # -- the speedruns' options: frozen whitening, dirac init, batch-norm settings ------------------------------
 
 
