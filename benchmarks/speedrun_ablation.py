@@ -96,6 +96,11 @@ VARIANTS: dict[str, tuple[str, Callable[[Config], None]]] = {
     "switch-pool-order": ("pooling before the first batch norm and GELU of each block (airbench's order), switched",
                           lambda config: _set(f"{KW}.pool_position", "first" if _get(config, f"{KW}.pool_position")
                                               == "first_conv" else "first_conv")(config)),
+    # airbench94 trains its whitening layer's bias for 3 of its 9.9 epochs; ours, throughout. Adds the trick at
+    # airbench's share of the config's epochs (rounded: none of a 1-epoch config's).
+    "whiten-bias-share": ("nothing; adds airbench's whitening bias trained for the first 3 of every 9.9 epochs only",
+                          lambda config: _set("model.whiten_bias_epochs",
+                                              round(config["trainer"]["max_epochs"] * 3 / 9.9))(config)),
     "random-flip": ("the alternating flip: random flips, same 2-pixel shifts", _set("data.augment", "shift_flip")),
     "no-label-smoothing": ("label smoothing", _set("model.label_smoothing", 0.0)),
     "no-tta": ("test-time augmentation (one view instead of six)", _set("model.tta", "none")),

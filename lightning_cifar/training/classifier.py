@@ -17,6 +17,7 @@ from lightning_cifar.checkpoints.compatibility import check_checkpoint_fits, che
 from lightning_cifar.checkpoints.reading import check_checkpoint, local_checkpoint_path
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.models.measure import IMAGE_SHAPE, count_parameters
+from lightning_cifar.models.whitening import PatchWhitening
 from lightning_cifar.registry import create_backbone
 from lightning_cifar.training import rng_state
 from lightning_cifar.training.callbacks.loss_guard import NonFiniteLossGuard
@@ -105,6 +106,7 @@ class Classifier(pl.LightningModule):
         muon_momentum: float = 0.95,
         muon_normalize: bool = False,
         bias_lr: Optional[float] = None,
+        whiten_bias_epochs: Optional[int] = None,
     ) -> None:
         """
         Args:
@@ -145,6 +147,9 @@ class Classifier(pl.LightningModule):
             bias_lr: peak learning rate of the vectors (biases, batch-norm shifts and scales), whose weight
                 decay is then scaled by ``lr / bias_lr`` (the same decay per step with SGD and AdamW, where a
                 step decays by rate times decay; not so with Adam's adaptive L2); null: ``lr``, like the rest.
+            whiten_bias_epochs: train the whitening layer's bias for this many epochs only, then keep it (as
+                airbench94 does, for 3): the whitening layer's output then needs no gradient, so the backward
+                pass stops at the first trainable convolution; null trains it throughout.
         """
         super().__init__()
         # Only the init arguments go into hparams: LightningCLI and
@@ -168,8 +173,15 @@ class Classifier(pl.LightningModule):
             raise LightningCifarError(f"muon_lr={muon_lr}, muon_momentum={muon_momentum}: need muon_lr > 0 and a"
                                       " momentum in [0, 1)")
         tta_mode(tta)
+        if whiten_bias_epochs is not None and (isinstance(whiten_bias_epochs, bool) or not
+                                               isinstance(whiten_bias_epochs, int) or whiten_bias_epochs < 0):
+            raise LightningCifarError(f"whiten_bias_epochs={whiten_bias_epochs!r}: must be a whole number of epochs,"
+                                      " 0 or more, or null to train the whitening bias throughout")
         self.input_norm = Standardize(normalize)
         self.backbone = create_backbone(backbone, num_classes=num_classes, **(backbone_kwargs or {}))
+        if whiten_bias_epochs is not None and not self._whitening_layers():
+            raise LightningCifarError(f"whiten_bias_epochs={whiten_bias_epochs}: backbone {backbone!r} has no"
+                                      " whitening layer (convpool's whiten option adds one); leave it null")
         if init == "keras":
             keras_init(self.backbone)
         elif init != "torch":
@@ -303,6 +315,22 @@ class Classifier(pl.LightningModule):
             self.logger.log_metrics({"model/params": float(self.num_params)}, step=0)
         # After Lightning restored a checkpoint, so a resumed run keeps the layers it had.
         self.initialise_from_data(getattr(self.trainer, "datamodule", None))
+        ddp_kwargs = getattr(self.trainer.strategy, "_ddp_kwargs", None)
+        if (self.hparams.get("whiten_bias_epochs") is not None and self.trainer.world_size > 1
+                and not (ddp_kwargs or {}).get("find_unused_parameters")):
+            # DDP expects a gradient for every parameter that required one when it wrapped the model.
+            raise LightningCifarError(
+                f"whiten_bias_epochs={self.hparams.whiten_bias_epochs} stops the whitening bias's gradient, which DDP"
+                " waits for: use --trainer.strategy=ddp_find_unused_parameters_true, or leave it null")
+
+    def _whitening_layers(self) -> list[PatchWhitening]:
+        return [m for m in self.backbone.modules() if isinstance(m, PatchWhitening)]
+
+    def on_train_epoch_start(self) -> None:
+        epochs = self.hparams.get("whiten_bias_epochs")
+        if epochs is not None:  # set at every epoch's start, so a resumed fit keeps the plan
+            for layer in self._whitening_layers():
+                layer.bias.requires_grad_(self.current_epoch < epochs)
 
     def initialise_from_data(self, datamodule: Any) -> None:
         """Give a backbone that sets layers from the data (a whitening layer) training images, standardised as
