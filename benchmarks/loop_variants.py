@@ -28,7 +28,6 @@ import throughput  # noqa: E402  (one fresh-process runner for both benchmarks)
 from speedrun_ablation import _set  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_IMAGES = 50_000
 WARMUP_STEPS = 5
 
 
@@ -49,6 +48,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2, help="alternating repetitions")
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "cifar10"))
     args = parser.parse_args()
+    from lightning_cifar.data.datamodule import TRAIN_SIZE
+
     base = yaml.safe_load(Path(args.config).read_text())
     variants = {"as written": []}
     for name, *changes in args.variant:
@@ -81,7 +82,7 @@ def main() -> None:
     for name, changes in variants.items():
         rate = statistics.median(rates[name])
         settings = ", ".join(f"`{k}={v}`" for k, v in changes) or "–"
-        print(f"| {name} | {settings} | {rate:,.0f} | {TRAIN_IMAGES / rate:.1f} | {reference / rate:.2f}x time |")
+        print(f"| {name} | {settings} | {rate:,.0f} | {TRAIN_SIZE / rate:.1f} | {reference / rate:.2f}x time |")
 
 
 if __name__ == "__main__":
