@@ -121,20 +121,23 @@ def test_mlp_options():
     assert MLP(hidden=[])(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
-def test_pool_position_first_pools_after_the_first_conv_of_each_block():
-    net = ConvPoolNet(widths=[[8, 8], [16, 16]], kernels=[5, 3], pool_position="first")
-    kinds = [type(m).__name__ for m in net.features]
-    assert kinds == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Conv2d", "BatchNorm2d", "ReLU",
-                     "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Conv2d", "BatchNorm2d", "ReLU"]
+BLOCK = ["Conv2d", "BatchNorm2d", "ReLU"]
+
+
+@pytest.mark.parametrize("position, layers", [
+    # after the first convolution's activation
+    ("first", [*BLOCK, "MaxPool2d", *BLOCK, *BLOCK, "MaxPool2d", *BLOCK]),
+    # right after the first convolution, before its batch norm (airbench's order)
+    ("first_conv", ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU", *BLOCK,
+                    "Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU", *BLOCK]),
+])
+def test_pool_position_puts_each_blocks_pooling_in_its_place(position, layers):
+    net = ConvPoolNet(widths=[[8, 8], [16, 16]], kernels=[5, 3], pool_position=position)
+    assert [type(m).__name__ for m in net.features] == layers
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
 
 
-def test_pool_position_first_conv_pools_before_the_first_norm_as_airbench():
-    net = ConvPoolNet(widths=[[8, 8], [16, 16]], kernels=[5, 3], pool_position="first_conv")
-    kinds = [type(m).__name__ for m in net.features]
-    assert kinds == ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU",
-                     "Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU"]
-    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+def test_pooling_before_the_norm_computes_what_pooling_after_it_does_in_evaluation():
     # Batch norm's scale frozen at 1 keeps it increasing, and ReLU is: max pooling commutes with both, so only
     # the statistics (over the pooled pixels) tell the two orders apart. In evaluation mode they agree exactly.
     torch.manual_seed(0)
