@@ -129,6 +129,29 @@ def test_the_shim_runs_airbenchs_own_network_on_the_cpu_in_the_chosen_precision(
     assert result.stdout.split() == [dtype, "cpu", "(4,", "10)", "True", "True"]
 
 
+def test_the_side_by_side_table_keeps_versions_of_ours_apart_and_counts_the_test_pass_that_finds_the_target():
+    """Two versions of ours share airbench's runs in one file; each gets its own row and ratios, and its time to
+    an accuracy includes the test pass that measured it (airbench's includes its own)."""
+    import runpy
+
+    table = runpy.run_path(str(REPO / "benchmarks" / "vs_airbench.py"))["table"]
+    airbench = {"who": "airbench94", "precision": "bf16", "seed": 0, "tta_acc": 0.93, "airbench_timer_s": 500.0,
+                "train_epochs": 9.9, "epoch_s": [50.0]}
+
+    def ours(label: str, accs: list[float]) -> dict:
+        epochs = [{"epoch": i + 1, "test_acc": acc, "train_wall_s": 100.0 * (i + 1), "eval_s": 10.0 * (i + 1)}
+                  for i, acc in enumerate(accs)]
+        return {"who": "ours", "precision": label, "seed": 0, "epochs": epochs, "epoch_s": [100.0],
+                "final_acc": accs[-1], "time_s": 100.0 * len(accs) + 10.0}
+
+    text = table([airbench, ours("long", [0.92, 0.935, 0.941]), ours("short", [0.925, 0.931])], 0.94)
+    assert "| ours | long | 1 | 100.0 | 3.0 (1 of 1) | 310 | 0.9410 | 310 |" in text
+    assert "| ours | short | 1 | 100.0 | not reached (0 of 1) | not reached | 0.9310 | 210 |" in text
+    assert "ours (long) at airbench94's final accuracy (0.9300): 210 s (1 of 1 seeds reach it), 0.42x" in text
+    assert "ours (short) at airbench94's final accuracy (0.9300): 210 s (1 of 1 seeds reach it)" in text
+    assert "ours (short) / airbench94 (bf16): whole run 0.42x, seconds per epoch 2.00x" in text
+
+
 def test_loop_variants_reads_settings_as_yaml_and_refuses_one_without_a_value():
     """A variant timed with a setting the user mistyped would silently time the config as written."""
     import runpy
