@@ -148,7 +148,13 @@ def test_the_side_by_side_table_keeps_versions_of_ours_apart_and_counts_the_test
     assert "| ours | long | 1 | 100.0 | 3.0 (1 of 1) | 310 | 0.9410 | 310 |" in text
     assert "| ours | short | 1 | 100.0 | not reached (0 of 1) | not reached | 0.9310 | 210 |" in text
     assert "ours (long) at airbench94's final accuracy (0.9300): 210 s (1 of 1 seeds reach it), 0.42x" in text
-    assert "ours (short) at airbench94's final accuracy (0.9300): 210 s (1 of 1 seeds reach it)" in text
+    assert ("ours (short) at airbench94's final accuracy (0.9300): 210 s (1 of 1 seeds reach it), 0.42x its whole"
+            " run") in text
+    assert "upper bound" not in text  # both were tested from their first epoch, below airbench's accuracy
+    # tested from a later epoch only, the first test pass may already be past airbench's accuracy
+    late = table([airbench, ours("late", [0.935, 0.941])], 0.94)
+    assert ("110 s (1 of 1 seeds reach it), 0.22x its whole run; an upper bound: 1 of them already at their first test"
+            " pass (epoch 1)") in late
     assert "ours (short) / airbench94 (bf16): whole run 0.42x, seconds per epoch 2.00x" in text
 
 
