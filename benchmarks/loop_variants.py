@@ -25,18 +25,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import throughput  # noqa: E402  (one fresh-process runner for both benchmarks)
-from speedrun_ablation import _set  # noqa: E402
+from speedrun_ablation import _set, parse_change  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WARMUP_STEPS = 5
-
-
-def parse_change(text: str) -> tuple[str, object]:
-    """``model.lr=0.2`` -> ("model.lr", 0.2); the value is read as YAML."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise SystemExit(f"setting {text!r}: expected KEY=VALUE, e.g. data.batch_size=1024")
-    return key, yaml.safe_load(value)
 
 
 def main() -> None:

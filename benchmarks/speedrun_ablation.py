@@ -2,6 +2,8 @@
 
     python benchmarks/speedrun_ablation.py configs/speedrun-cpu-90.yaml --target 0.90 --seeds 0
     python benchmarks/speedrun_ablation.py configs/speedrun-cpu-94.yaml --target 0.94 --only full no-muon
+    python benchmarks/speedrun_ablation.py configs/speedrun-cpu-94.yaml --target 0.94 --only full switch-lookahead \\
+        --set trainer.max_epochs=8 model.whiten_bias_epochs=3
 
 A variant is the config with one setting changed back to the plain recipe's (written to a temporary config
 file, then trained by `benchmarks/time_to_accuracy.py`'s runner: a fresh `lightning-cifar fit` per seed, the
@@ -44,6 +46,14 @@ def _set(path: str, value: Any) -> Callable[[Config], None]:
     return apply
 
 
+def parse_change(text: str) -> tuple[str, object]:
+    """``model.lr=0.2`` -> ("model.lr", 0.2); the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"setting {text!r}: expected KEY=VALUE, e.g. data.batch_size=1024")
+    return key, yaml.safe_load(value)
+
+
 def _get(config: Config, path: str) -> Any:
     value: Any = config
     for key in path.split("."):
@@ -67,6 +77,15 @@ def _all(*changes: Callable[[Config], None]) -> Callable[[Config], None]:
 
 
 KW = "model.backbone_kwargs"
+LOOKAHEAD = "lightning_cifar.training.callbacks.lookahead.Lookahead"
+
+
+def _switch_lookahead(config: Config) -> None:
+    trainer = config.setdefault("trainer", {})
+    before = list(trainer.get("callbacks") or [])
+    kept = [c for c in before if not (isinstance(c, dict) and c.get("class_path") == LOOKAHEAD)]
+    trainer["callbacks"] = kept if len(kept) < len(before) else [*kept, {"class_path": LOOKAHEAD}]
+
 # name: (what it changes, the change). Each undoes one trick of the speedrun recipe, except those whose
 # comments say they add or switch one.
 VARIANTS: dict[str, tuple[str, Callable[[Config], None]]] = {
@@ -103,6 +122,10 @@ VARIANTS: dict[str, tuple[str, Callable[[Config], None]]] = {
                           lambda config: _set("model.whiten_bias_epochs", None
                                               if _get(config, "model.whiten_bias_epochs") is not None
                                               else round(config["trainer"]["max_epochs"] * 3 / 9.9))(config)),
+    # airbench94 resets its network to slow weights every 5 steps (Lookahead); Muon's airbench94_muon does not.
+    # Switched: added (airbench's settings) where a config lacks it, removed where it has it.
+    "switch-lookahead": ("Lookahead with airbench94's rising pull (every 5 steps, 0.95**5 x progress**3), switched",
+                         _switch_lookahead),
     "random-flip": ("the alternating flip: random flips, same 2-pixel shifts", _set("data.augment", "shift_flip")),
     "no-label-smoothing": ("label smoothing", _set("model.label_smoothing", 0.0)),
     "no-tta": ("test-time augmentation (one view instead of six)", _set("model.tta", "none")),
@@ -127,11 +150,17 @@ def main() -> None:
     parser.add_argument("--json", help="also write every measurement to this file")
     parser.add_argument("--from-epoch", type=int, default=1,
                         help="test only after this epoch and later ones (as time_to_accuracy.py's option)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="changes",
+                        help="settings changed in the config before each variant changes its own, e.g."
+                             " trainer.max_epochs=8 (values read as YAML)")
     args = parser.parse_args()
     base = yaml.safe_load(Path(args.config).read_text())
+    for key, value in map(parse_change, args.changes):
+        _set(key, value)(base)
     names = args.only or list(VARIANTS)
     runner_args = argparse.Namespace(data_dir=args.data_dir, extra=[], from_epoch=args.from_epoch)
-    print(f"config {args.config}, target {args.target:.2%}, seeds {args.seeds}, "
+    changed = "".join(f", {c}" for c in args.changes)
+    print(f"config {args.config}{changed}, target {args.target:.2%}, seeds {args.seeds}, "
           f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     results: dict[str, list[dict]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,7 +187,8 @@ def main() -> None:
         print(f"| `{name}` | {VARIANTS[name][0]} | {acc} | {statistics.mean(r['fit_wall_s'] for r in rows):.0f} s | "
               f"{len(hits)}/{len(rows)} | {reach} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"config": args.config, "target": args.target, "results": results},
+        Path(args.json).write_text(json.dumps({"config": args.config, "changes": args.changes, "target": args.target,
+                                               "results": results},
                                               indent=1))
 
 

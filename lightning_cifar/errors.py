@@ -6,6 +6,12 @@ and exits with its ``exit_code`` (2 for usage errors) instead of showing a trace
 """
 
 
+def is_whole_number(value: object, at_least: int = 0) -> bool:
+    """An int (true and false are not: YAML reads ``yes`` as one) of at least ``at_least``: the test before the
+    one-line errors for counts of epochs, steps, images and bins."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= at_least
+
+
 class LightningCifarError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 

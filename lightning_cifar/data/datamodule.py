@@ -26,7 +26,7 @@ from torchvision.datasets.utils import check_integrity
 
 from lightning_cifar.data import safe_pickle
 from lightning_cifar.data.augment import get_augmentation
-from lightning_cifar.errors import DataError
+from lightning_cifar.errors import DataError, is_whole_number
 from lightning_cifar.data.image_folder import MAX_IMAGE_PIXELS, load_image_folder
 
 # The official label_names of batches.meta, for when the dataset is not loaded (predicting a folder).
@@ -242,7 +242,7 @@ class CIFAR10DataModule(pl.LightningDataModule):
     def _val_count(self, n_train: int) -> int:
         split = self.val_split
         count = int(round(split * n_train)) if isinstance(split, float) and 0 < split < 1 else split
-        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count < n_train:
+        if not is_whole_number(count) or count >= n_train:
             raise DataError(
                 f"val_split={split!r}: must be a number of images from 0 (train on all, no validation) to"
                 f" {n_train - 1} or a fraction between 0 and 1 of the {n_train} training images"

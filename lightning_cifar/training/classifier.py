@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_cifar.checkpoints.compatibility import check_checkpoint_fits, checkpoint_normalize
 from lightning_cifar.checkpoints.reading import check_checkpoint, local_checkpoint_path
-from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.errors import LightningCifarError, is_whole_number
 from lightning_cifar.models.measure import IMAGE_SHAPE, count_parameters
 from lightning_cifar.models.whitening import PatchWhitening
 from lightning_cifar.registry import create_backbone
@@ -173,8 +173,7 @@ class Classifier(pl.LightningModule):
             raise LightningCifarError(f"muon_lr={muon_lr}, muon_momentum={muon_momentum}: need muon_lr > 0 and a"
                                       " momentum in [0, 1)")
         tta_mode(tta)
-        if whiten_bias_epochs is not None and (isinstance(whiten_bias_epochs, bool) or not
-                                               isinstance(whiten_bias_epochs, int) or whiten_bias_epochs < 0):
+        if whiten_bias_epochs is not None and not is_whole_number(whiten_bias_epochs):
             raise LightningCifarError(f"whiten_bias_epochs={whiten_bias_epochs!r}: must be a whole number of epochs,"
                                       " 0 or more, or null to train the whitening bias throughout")
         self.input_norm = Standardize(normalize)

@@ -36,6 +36,7 @@ SPEEDRUN_CONFIGS = ["fast-cpu-45s.yaml", "speedrun-cpu-90.yaml", "speedrun-cpu-9
 def test_every_ablation_variant_changes_the_speedrun_config_and_still_builds(config):
     """A variant that leaves the config as it was would print a row that measures nothing, and one the model
     refuses (a kernel rule, an unknown option) would fail an hour into the ablation."""
+    import importlib
     import runpy
 
     import yaml
@@ -49,6 +50,9 @@ def test_every_ablation_variant_changes_the_speedrun_config_and_still_builds(con
         changed = variants["variant_config"](base, name)
         assert (changed == base) == (name == "full"), name
         Classifier(**changed["model"])
+        for callback in changed.get("trainer", {}).get("callbacks") or []:
+            module, _, cls = callback["class_path"].rpartition(".")
+            getattr(importlib.import_module(module), cls)(**callback.get("init_args", {}))
 
 
 def test_the_gpu_script_scores_our_94_config_once_after_its_last_epoch():

@@ -17,7 +17,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torchmetrics.functional.classification import multiclass_calibration_error, multiclass_confusion_matrix
 
-from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.errors import LightningCifarError, is_whole_number
 from lightning_cifar.files import atomic_write_bytes, atomic_write_csv
 
 
@@ -189,9 +189,9 @@ class ClassificationReport(pl.Callback):
             calibration_bins: confidence bins for the expected calibration error and reliability diagram.
         """
         # Checked here, when the command line is parsed, not after the whole test set has run.
-        if isinstance(mistakes, bool) or not isinstance(mistakes, int) or mistakes < 0:
+        if not is_whole_number(mistakes):
             raise LightningCifarError(f"report.mistakes={mistakes!r}: must be 0 or a positive number of images")
-        if isinstance(calibration_bins, bool) or not isinstance(calibration_bins, int) or calibration_bins < 1:
+        if not is_whole_number(calibration_bins, at_least=1):
             raise LightningCifarError(
                 f"report.calibration_bins={calibration_bins!r}: must be a positive number of bins")
         self.enabled, self.mistakes, self.bins = enabled, mistakes, calibration_bins
