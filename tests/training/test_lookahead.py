@@ -20,9 +20,12 @@ class _Net(pl.LightningModule):
         self.norm = torch.nn.BatchNorm1d(2)
 
 
-def _step(callback: Lookahead, net: _Net, step: int, total: int) -> None:
-    trainer = SimpleNamespace(global_step=step, estimated_stepping_batches=total)
-    callback.on_train_batch_end(trainer, net, None, None, 0)
+def _start(callback: Lookahead, net: _Net, total: float = 10) -> None:
+    callback.on_fit_start(SimpleNamespace(estimated_stepping_batches=total), net)
+
+
+def _step(callback: Lookahead, net: _Net, step: int) -> None:
+    callback.on_train_batch_end(SimpleNamespace(global_step=step), net, None, None, 0)
 
 
 def test_the_pull_rises_as_a_power_of_progress_to_decay():
@@ -35,20 +38,25 @@ def test_the_pull_rises_as_a_power_of_progress_to_decay():
 def test_every_kth_step_moves_the_slow_weights_toward_the_network_and_resets_the_network_to_them():
     torch.manual_seed(0)
     net, callback = _Net(), Lookahead(every=5, decay=0.8, power=1)
-    callback.on_fit_start(None, net)
+    _start(callback, net)
     start = net.layer.weight.detach().clone()
     with torch.no_grad():
         net.layer.weight.add_(1.0)
         net.norm.running_mean.add_(2.0)
-    _step(callback, net, 3, 10)  # not a multiple of 5: nothing happens
+    _step(callback, net, 3)  # not a multiple of 5: nothing happens
     assert torch.equal(net.layer.weight, start + 1.0)
-    _step(callback, net, 5, 10)  # pull 0.4: the slow weights move 0.6 of the way
+    _step(callback, net, 5)  # pull 0.4: the slow weights move 0.6 of the way
     assert torch.allclose(net.layer.weight, start + 0.6)
     assert torch.allclose(net.norm.running_mean, torch.full((2,), 1.2))  # buffers too
     with torch.no_grad():
         net.layer.weight.add_(1.0)
-    _step(callback, net, 10, 10)  # the last step: the network keeps the slow weights, the last move not taken
+    _step(callback, net, 10)  # the last step: the network keeps the slow weights, the last move not taken
     assert torch.allclose(net.layer.weight, start + 0.6)
+
+
+def test_a_fit_without_a_planned_length_is_refused_before_it_trains():
+    with pytest.raises(LightningCifarError, match="Lookahead: the fit has no planned length"):
+        _start(Lookahead(), _Net(), total=float("inf"))
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -80,15 +88,15 @@ def test_a_fit_ends_on_the_slow_weights_saves_them_and_resumes_with_them(tmp_pat
 def test_slow_weights_loaded_from_a_checkpoint_are_the_ones_a_resumed_fit_goes_on_with():
     torch.manual_seed(0)
     net, saved = _Net(), Lookahead(every=1, decay=0.5, power=0)
-    saved.on_fit_start(None, net)
+    _start(saved, net)
     with torch.no_grad():
         net.layer.weight.add_(1.0)
-    _step(saved, net, 1, 10)  # pull 0.5: slow = live = start + 0.5
+    _step(saved, net, 1)  # pull 0.5: slow = live = start + 0.5
     slow = net.layer.weight.detach().clone()
     resumed = Lookahead(every=1, decay=0.5, power=0)
     resumed.load_state_dict(saved.state_dict())
     with torch.no_grad():
         net.layer.weight.add_(4.0)  # the network moved on after the save
-    resumed.on_fit_start(None, net)
-    _step(resumed, net, 2, 10)  # halfway from the restored slow weights to the network: +2 (a fresh start: +4)
+    _start(resumed, net)
+    _step(resumed, net, 2)  # halfway from the restored slow weights to the network: +2 (a fresh start: +4)
     assert torch.allclose(net.layer.weight, slow + 2.0)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import math
+
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
@@ -40,6 +42,7 @@ class Lookahead(pl.Callback):
         self.every, self.decay, self.power = int(every), float(decay), float(power)
         self._slow: Optional[list[Tensor]] = None
         self._restored: Optional[list[Tensor]] = None
+        self._total = 0
 
     @staticmethod
     def _tensors(pl_module: pl.LightningModule) -> list[Tensor]:
@@ -51,6 +54,12 @@ class Lookahead(pl.Callback):
         return self.decay * (min(step, total_steps) / max(1, total_steps)) ** self.power
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        total = trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise LightningCifarError("Lookahead: the fit has no planned length (max_epochs=-1 and no max_steps), and"
+                                      " its pull rises with the share of steps done; set --trainer.max_epochs or"
+                                      " --trainer.max_steps")
+        self._total = int(total)
         live = self._tensors(pl_module)
         if self._restored is not None and [t.shape for t in self._restored] == [t.shape for t in live]:
             self._slow = [s.to(device=t.device, dtype=t.dtype, copy=True) for s, t in zip(self._restored, live)]
@@ -60,7 +69,7 @@ class Lookahead(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        step, total = trainer.global_step, int(trainer.estimated_stepping_batches)
+        step, total = trainer.global_step, self._total
         last = step >= total
         if self._slow is None or (step % self.every and not last):
             return
