@@ -100,3 +100,14 @@ def test_slow_weights_loaded_from_a_checkpoint_are_the_ones_a_resumed_fit_goes_o
     _start(resumed, net)
     _step(resumed, net, 2)  # halfway from the restored slow weights to the network: +2 (a fresh start: +4)
     assert torch.allclose(net.layer.weight, slow + 2.0)
+
+
+def test_slow_weights_of_another_network_are_refused_not_dropped():
+    saved = Lookahead()
+    _start(saved, _Net())
+    other = _Net()
+    other.layer = torch.nn.Linear(4, 2)
+    resumed = Lookahead()
+    resumed.load_state_dict(saved.state_dict())
+    with pytest.raises(LightningCifarError, match="Lookahead: the checkpoint's slow weights do not fit this network"):
+        _start(resumed, other)

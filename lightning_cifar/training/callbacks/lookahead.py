@@ -60,12 +60,15 @@ class Lookahead(pl.Callback):
                                       " its pull rises with the share of steps done; set --trainer.max_epochs or"
                                       " --trainer.max_steps")
         self._total = int(total)
-        live = self._tensors(pl_module)
-        if self._restored is not None and [t.shape for t in self._restored] == [t.shape for t in live]:
-            self._slow = [s.to(device=t.device, dtype=t.dtype, copy=True) for s, t in zip(self._restored, live)]
-        else:
+        live, restored, self._restored = self._tensors(pl_module), self._restored, None
+        if restored is None:
             self._slow = [t.detach().clone() for t in live]
-        self._restored = None
+            return
+        if [tuple(t.shape) for t in restored] != [tuple(t.shape) for t in live]:
+            # Starting a fresh slow copy instead would silently drop the averaged weights the checkpoint holds.
+            raise LightningCifarError("Lookahead: the checkpoint's slow weights do not fit this network (another"
+                                      " backbone or its settings); resume with the network it was trained with")
+        self._slow = [s.to(device=t.device, dtype=t.dtype, copy=True) for s, t in zip(restored, live)]
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
