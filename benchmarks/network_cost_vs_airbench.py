@@ -2,14 +2,15 @@
 
     python benchmarks/network_cost_vs_airbench.py
     python benchmarks/network_cost_vs_airbench.py --config configs/speedrun-cpu-94.yaml --batches 500 1024
+    python benchmarks/network_cost_vs_airbench.py --batches 500 --images 500 --reps 1 --precision fp32 autocast
 
 ``profile_vs_airbench.py`` compares whole training steps with the profiler on, which adds a cost per operator
 call (ours makes twice the calls per image at batch 500); ``vs_airbench.py`` compares whole runs. This isolates
-the networks: the same random batch through each, both under bfloat16 autocast on float32 weights (airbench's
-``autocast`` mode in ``airbench_cpu.py``, as ours trains), its loss's backward pass, no optimizer, no data
-pipeline, no Lightning. The two alternate, best of ``--reps``. The gap between this ratio and the whole runs'
-is the rest: the training loop, the optimizer, airbench's pure bfloat16 weights and its frozen whitening bias.
-Time nothing else while it runs.
+the networks: the same random batch through each, both on float32 weights under bfloat16 autocast
+(``autocast``: airbench's ``autocast`` mode in ``airbench_cpu.py``, as ours trains where the CPU has bfloat16)
+or without it (``fp32``), its loss's backward pass, no optimizer, no data pipeline, no Lightning. The two
+alternate, best of ``--reps``. The gap between this ratio and the whole runs' is the rest: the training loop,
+the optimizer, airbench's pure bfloat16 weights and its frozen whitening bias. Time nothing else while it runs.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ def ours(config: str) -> torch.nn.Module:
     return model
 
 
-def step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+def step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str) -> None:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "autocast"):
         out = net(x)
     torch.nn.functional.cross_entropy(out.float(), y).backward()
     net.zero_grad(set_to_none=True)
@@ -51,6 +52,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[500, 1024])
     parser.add_argument("--images", type=int, default=6000, help="images per timing")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--precision", nargs="+", choices=["autocast", "fp32"], default=["autocast"],
+                        help="bfloat16 autocast (emulated, and slow, on a CPU without AVX-512 BF16 or AMX) or float32")
     args = parser.parse_args()
     try:
         import airbench
@@ -58,23 +61,36 @@ def main() -> None:
         raise SystemExit("needs the airbench package: pip install 'lightning-cifar[bench]'") from None
     airbench_cpu.run_on_cpu("autocast")  # its .half() keeps float32 weights; autocast as ours
     nets = {"airbench94": airbench.make_net94().train(), "ours": ours(args.config).train()}
-    print(f"load average before: {os.getloadavg()[0]:.2f}, {torch.get_num_threads()} threads")
-    print("| batch | airbench94 s / 1,000 images | ours | ours / airbench94 |\n| ---: | ---: | ---: | ---: |")
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    print(f"load average before: {os.getloadavg()[0]:.2f}, {torch.get_num_threads()} threads,"
+          f" native bfloat16 (oneDNN): {native}")
+    print("| precision | batch | airbench94 s / 1,000 images | ours | ours / airbench94 |\n"
+          "| --- | ---: | ---: | ---: | ---: |")
+    best: dict[tuple[str, int, str], float] = {}
     for batch in args.batches:
         x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, 10, (batch,))
-        best = {name: float("inf") for name in nets}
         steps = max(3, args.images // batch)
-        for _ in range(args.reps):
-            for name, net in nets.items():
-                for _ in range(2):  # oneDNN picks its kernels on the first calls of a shape
-                    step(net, x, y)
-                start = time.perf_counter()
-                for _ in range(steps):
-                    step(net, x, y)
-                best[name] = min(best[name], (time.perf_counter() - start) / (steps * batch) * 1000)
-        print(f"| {batch} | {best['airbench94']:.3f} | {best['ours']:.3f} | {best['ours'] / best['airbench94']:.2f}x |",
-              flush=True)
+        for precision in args.precision:
+            for _ in range(args.reps):
+                for name, net in nets.items():
+                    for _ in range(2):  # oneDNN picks its kernels on the first calls of a shape
+                        step(net, x, y, precision)
+                    start = time.perf_counter()
+                    for _ in range(steps):
+                        step(net, x, y, precision)
+                    seconds = (time.perf_counter() - start) / (steps * batch) * 1000
+                    key = (precision, batch, name)
+                    best[key] = min(best.get(key, float("inf")), seconds)
+            theirs, mine = best[precision, batch, "airbench94"], best[precision, batch, "ours"]
+            print(f"| {precision} | {batch} | {theirs:.3f} | {mine:.3f} | {mine / theirs:.2f}x |", flush=True)
+    if len(args.precision) > 1:
+        first = args.precision[0]
+        for precision in args.precision[1:]:
+            for batch in args.batches:
+                ratios = ", ".join(f"{name} {best[precision, batch, name] / best[first, batch, name]:.2f}x"
+                                   for name in nets)
+                print(f"{precision} / {first}, batch {batch}: {ratios}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

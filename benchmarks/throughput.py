@@ -251,7 +251,7 @@ def main() -> None:
     if args.worker == "tutorial":
         return tutorial_worker(args)
 
-    from lightning_cifar.cli.lightning_cli import default_precision
+    from lightning_cifar.cli.precision import default_precision
     from lightning_cifar.study.machine import cpu_name
 
     print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs, "

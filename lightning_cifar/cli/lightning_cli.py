@@ -19,7 +19,7 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.plugins.io import CheckpointIO
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_cifar.checkpoints.compatibility import check_weights_fit, checkpoint_normalize, shapes_only_backbone
 from lightning_cifar.checkpoints.model_settings import explicit_model_keys, plain, reconcile_model_settings
@@ -34,6 +34,7 @@ from lightning_cifar.checkpoints.run_folders import (
 )
 from lightning_cifar.checkpoints.writing import AtomicCheckpointIO
 from lightning_cifar.cli.config_files import PARSER_MODE, ConfigFiles, reading_config_files
+from lightning_cifar.cli.precision import UNSUPPORTED_PRECISION, default_precision, emulated_bf16_warning
 from lightning_cifar.cli.program import DEBUG_ENV, PROG, expected_warnings_hidden
 from lightning_cifar.cli.run_output import (
     default_logger,
@@ -52,8 +53,6 @@ from lightning_cifar.training.callbacks.evaluation_report import ClassificationR
 from lightning_cifar.training.callbacks.predictions import PredictionsCSV
 from lightning_cifar.training.classifier import Classifier
 
-# Double precision: Lightning's names for it. Our data and input standardisation are float32.
-UNSUPPORTED_PRECISION = ("64", "64-true", "double")
 # Checkpoint aliases Lightning itself understands; left to it.
 LIGHTNING_ALIASES = ("hpc", "registry")
 # Callbacks every run gets, each configurable under its own key (--checkpoint.save_top_k=3, ...).
@@ -66,17 +65,6 @@ CHECKPOINT_DEFAULTS = {
     "checkpoint.filename": CHECKPOINT_FILENAME,
     "checkpoint.auto_insert_metric_name": False,
 }
-
-
-def default_precision() -> str:
-    """bf16 autocast where the hardware does bf16 natively, else what runs fast there."""
-    if torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    try:
-        cpu_bf16 = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        cpu_bf16 = False
-    return "bf16-mixed" if cpu_bf16 else "32-true"
 
 
 def trainer_defaults() -> dict[str, Any]:
@@ -312,9 +300,13 @@ class CifarCLI(LightningCLI):
             # cudnn autotuning (our default) picks algorithms by timing, which defeats determinism.
             extra["benchmark"] = False
         try:
-            return super().instantiate_trainer(**{**extra, **kwargs})
+            built = super().instantiate_trainer(**{**extra, **kwargs})
         except MisconfigurationException as exc:
             raise LightningCifarError(trainer_refusal(trainer, exc)) from exc
+        slow = emulated_bf16_warning(built)
+        if slow:
+            rank_zero_warn(slow)
+        return built
 
     def before_fit(self) -> None:
         check_output_dirs(self.trainer, self.model, fitting=True)

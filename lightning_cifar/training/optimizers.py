@@ -8,17 +8,59 @@ matrix that shares the filters' storage, so its in-place update changes the filt
 Lightning's automatic optimisation drives one optimizer, so both live behind this one, an ordinary
 ``torch.optim.Optimizer`` to Lightning (nothing here looks inside Lightning): its ``param_groups`` are
 theirs (one learning-rate schedule scales all of them), and so is its state.
+
+``torch.optim.Muon`` orthogonalises in bfloat16 whatever the parameters' dtype, and has no option for it. On a
+CPU without native bfloat16 (``lightning_cifar.hardware``) that is emulated, and it was most of a training step
+of the 94 % config (``benchmarks/muon_precision.py``): there the step runs torch's Muon with its
+Newton-Schulz iteration swapped for :func:`newton_schulz` in float32, the same iteration otherwise.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import torch
+import torch.optim._muon as torch_muon
 from torch import Tensor
 
 from lightning_cifar.errors import LightningCifarError
+from lightning_cifar.hardware import cpu_has_native_bf16
+
+
+def newton_schulz(grad: Tensor, ns_coefficients: tuple[float, float, float], ns_steps: int, eps: float,
+                  dtype: torch.dtype = torch.float32) -> Tensor:
+    """``torch.optim.Muon``'s orthogonalisation (``torch.optim._muon._zeropower_via_newtonschulz``, the same
+    operations in the same order: bit for bit the same in bfloat16) in ``dtype``, on a copy of ``grad``."""
+    a, b, c = ns_coefficients
+    ortho_grad = grad.to(dtype, copy=True)  # torch's divides in place: never into the momentum buffer
+    if grad.size(0) > grad.size(1):
+        ortho_grad = ortho_grad.T
+    ortho_grad.div_(ortho_grad.norm().clamp(min=eps))
+    for _ in range(ns_steps):
+        gram_matrix = ortho_grad @ ortho_grad.T
+        gram_update = torch.addmm(gram_matrix, gram_matrix, gram_matrix, beta=b, alpha=c)
+        ortho_grad = torch.addmm(ortho_grad, gram_update, ortho_grad, beta=a)
+    if grad.size(0) > grad.size(1):
+        ortho_grad = ortho_grad.T
+    return ortho_grad
+
+
+@contextmanager
+def _muon_orthogonalising_in(dtype: Optional[torch.dtype]) -> Iterator[None]:
+    """While inside, ``torch.optim.Muon`` orthogonalises in ``dtype`` (None: its own bfloat16). Its step looks
+    the function up in its module at every call; tests/cli/test_lightning_internals.py checks that it still does."""
+    if dtype is None:
+        yield
+        return
+    original = torch_muon._zeropower_via_newtonschulz
+    torch_muon._zeropower_via_newtonschulz = functools.partial(newton_schulz, dtype=dtype)
+    try:
+        yield
+    finally:
+        torch_muon._zeropower_via_newtonschulz = original
 
 
 def _matrix_view(filters: Tensor) -> Tensor:
@@ -108,6 +150,9 @@ class MuonWithSGD(torch.optim.Optimizer):
         super().__init__([*self._matrices, *others], {})
         self.muon = torch.optim.Muon(self._matrices, lr=muon_lr, momentum=muon_momentum, nesterov=nesterov,
                                      weight_decay=muon_weight_decay)
+        # None: torch's own bfloat16, native on GPUs and on CPUs with AVX-512 BF16 or AMX.
+        on_cpu = all(m.device.type == "cpu" for m in self._matrices)
+        self.orthogonalise_dtype = torch.float32 if on_cpu and not cpu_has_native_bf16() else None
         self.sgd = (torch.optim.SGD(parameter_groups(others, lr, weight_decay, bias_lr), lr=lr, momentum=momentum,
                                     nesterov=nesterov and momentum > 0, weight_decay=weight_decay)
                     if others else None)
@@ -141,8 +186,10 @@ class MuonWithSGD(torch.optim.Optimizer):
                 # them less. Holding every bank at norm sqrt(out) keeps the schedule's rate the rate the
                 # filters actually turn at (airbench94_muon does this before each step).
                 matrix.mul_(matrix.shape[0] ** 0.5 / matrix.norm().clamp(min=1e-12))
-        for part in self._parts():
-            part.step()
+        with _muon_orthogonalising_in(self.orthogonalise_dtype):
+            self.muon.step()
+        if self.sgd is not None:
+            self.sgd.step()
         return loss
 
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]

@@ -26,7 +26,7 @@ def test_every_name_a_benchmark_imports_from_the_package_exists(path):
 
 def test_the_scan_sees_the_imports_inside_functions():
     throughput = next(p for p in BENCHMARKS if p.name == "throughput.py")
-    assert ("lightning_cifar.cli.lightning_cli", "default_precision") in package_imports(throughput)
+    assert ("lightning_cifar.cli.precision", "default_precision") in package_imports(throughput)
 
 
 SPEEDRUN_CONFIGS = ["fast-cpu-45s.yaml", "speedrun-cpu-90.yaml", "speedrun-cpu-94.yaml"]

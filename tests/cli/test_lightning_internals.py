@@ -119,7 +119,22 @@ def test_torchvision_cifar10_still_describes_its_files():
 
 
 def test_torch_reports_native_bf16_on_the_cpu():
-    """trainer_cli.default_precision asks this private op, falling back to fp32 if it disappears."""
+    """hardware.cpu_has_native_bf16 asks this private op, falling back to fp32 if it disappears."""
     if not hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported"):
         pytest.fail("torch.ops.mkldnn._is_mkldnn_bf16_supported is gone: default_precision falls back to"
-                    " 32-true everywhere on the CPU; see lightning_cifar/cli/lightning_cli.py")
+                    " 32-true everywhere on the CPU; see lightning_cifar/hardware.py")
+
+
+def test_torch_muon_looks_up_its_orthogonalisation_at_every_step(monkeypatch):
+    """optimizers.MuonWithSGD swaps torch.optim._muon._zeropower_via_newtonschulz for a float32 one on a CPU
+    without native bfloat16: that works while torch's step looks the function up in its module at each call."""
+    import torch.optim._muon as torch_muon
+
+    calls = []
+    original = torch_muon._zeropower_via_newtonschulz
+    monkeypatch.setattr(torch_muon, "_zeropower_via_newtonschulz",
+                        lambda grad, *args, **kwargs: calls.append(grad.shape) or original(grad, *args, **kwargs))
+    matrix = torch.nn.Parameter(torch.randn(4, 6))
+    matrix.grad = torch.randn(4, 6)
+    torch.optim.Muon([matrix], lr=0.1).step()
+    assert calls == [(4, 6)], "torch.optim.Muon no longer calls _zeropower_via_newtonschulz: see optimizers.py"

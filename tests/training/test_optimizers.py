@@ -2,9 +2,13 @@
 
 import pytest
 import torch
+import torch.optim._muon as torch_muon_module
 
-from lightning_cifar.training.optimizers import MuonWithSGD, _matrix_view
+from lightning_cifar.training import optimizers
+from lightning_cifar.training.optimizers import MuonWithSGD, _matrix_view, newton_schulz
 from tests.helpers.runs import SMALL_NET, TINY_DATA_ARGS
+
+NS = {"ns_coefficients": (3.4445, -4.7750, 2.0315), "ns_steps": 5, "eps": 1e-7}  # torch.optim.Muon's defaults
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -16,6 +20,7 @@ def test_the_filters_move_exactly_as_torch_muon_moves_their_matrix(channels_last
     reference = torch.nn.Parameter(_matrix_view(filters.detach()).clone())
     ours = MuonWithSGD([filters, bias], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.0, muon_lr=0.05,
                        muon_momentum=0.9)
+    ours.orthogonalise_dtype = None  # torch's own bfloat16, whatever this CPU would choose
     torch_muon = torch.optim.Muon([reference], lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.0)
     torch_sgd_bias = torch.nn.Parameter(bias.detach().clone())
     torch_sgd = torch.optim.SGD([torch_sgd_bias], lr=0.1, momentum=0.9, nesterov=True)
@@ -42,6 +47,7 @@ def test_normalize_filters_rescales_each_bank_to_norm_sqrt_out_before_the_muon_s
     reference = torch.nn.Parameter(_matrix_view(filters.detach()).clone())
     ours = MuonWithSGD([filters], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.0, muon_lr=0.05,
                        muon_momentum=0.9, normalize_filters=True)
+    ours.orthogonalise_dtype = None  # torch's own bfloat16, whatever this CPU would choose
     torch_muon = torch.optim.Muon([reference], lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.0)
     for _ in range(2):
         grad = torch.randn(8, 4, 3, 3)
@@ -53,6 +59,40 @@ def test_normalize_filters_rescales_each_bank_to_norm_sqrt_out_before_the_muon_s
     assert torch.allclose(_matrix_view(filters.detach()), reference.detach(), atol=1e-5)
     # One Muon step of rate 0.05 moves a bank of norm sqrt(8) = 2.83 by little: far from the 5x-scaled start.
     assert abs(filters.detach().norm().item() - 8 ** 0.5) < 0.5
+
+
+@pytest.mark.parametrize("shape", [(16, 72), (72, 16)])
+def test_newton_schulz_in_bfloat16_is_torchs_own_bit_for_bit_and_leaves_its_input_alone(shape):
+    torch.manual_seed(0)
+    grad = torch.randn(*shape)
+    kept = grad.clone()
+    assert torch.equal(newton_schulz(grad, dtype=torch.bfloat16, **NS),
+                       torch_muon_module._zeropower_via_newtonschulz(grad, **NS))
+    in_float32 = newton_schulz(grad, **NS)
+    assert in_float32.dtype == torch.float32 and in_float32.shape == grad.shape
+    assert torch.equal(grad, kept)  # torch.optim.Muon hands it its momentum buffer when nesterov is off
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_muon_orthogonalises_in_float32_on_a_cpu_that_only_emulates_bfloat16(monkeypatch, native):
+    monkeypatch.setattr(optimizers, "cpu_has_native_bf16", lambda: native)
+    torch.manual_seed(0)
+    filters = torch.nn.Parameter(torch.randn(16, 8, 3, 3))
+    start = filters.detach().clone()
+    opt = MuonWithSGD([filters], lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0, muon_lr=0.05,
+                      muon_momentum=0.0)
+    assert opt.orthogonalise_dtype == (None if native else torch.float32)
+    grad = torch.randn(16, 8, 3, 3)
+    filters.grad = grad.clone()
+    original = torch_muon_module._zeropower_via_newtonschulz
+    opt.step()
+    assert torch_muon_module._zeropower_via_newtonschulz is original  # swapped for the step only
+    # Without momentum the step is the orthogonalised gradient times the rate (Muon's scale is 1 for 16 x 72).
+    moved = (start - filters.detach()).reshape(16, -1) / 0.05
+    float32, bfloat16 = newton_schulz(grad.reshape(16, -1), **NS), newton_schulz(grad.reshape(16, -1),
+                                                                                 dtype=torch.bfloat16, **NS)
+    assert torch.allclose(moved, bfloat16.float() if native else float32, atol=1e-5)
+    assert not torch.allclose(float32, bfloat16.float(), atol=1e-3)  # the two are told apart above
 
 
 def test_one_schedule_scales_both_learning_rates_also_after_a_reload():

@@ -1,0 +1,73 @@
+"""Muon's orthogonalisation in torch's bfloat16 against float32 (``newton_schulz``), on this CPU.
+
+    python benchmarks/muon_precision.py
+    python benchmarks/muon_precision.py --config configs/speedrun-cpu-90.yaml --steps 5 --reps 3
+
+One optimizer step (``MuonWithSGD``: Muon on the filters, SGD on the rest) of the config's network with random
+gradients, orthogonalising in bfloat16 (``torch.optim.Muon`` as it is) and in float32 (what the package does on a
+CPU without native bfloat16), alternating, best of ``--reps``; the step's seconds, what they come to per epoch at
+the config's batch size, and their ratio. Time nothing else while it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from lightning_cifar import Classifier
+from lightning_cifar.hardware import cpu_has_native_bf16
+from lightning_cifar.training.optimizers import MuonWithSGD
+
+REPO = Path(__file__).resolve().parent.parent
+TRAIN_IMAGES = 50_000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(REPO / "configs" / "speedrun-cpu-94.yaml"))
+    parser.add_argument("--steps", type=int, default=3, help="optimizer steps per timing")
+    parser.add_argument("--reps", type=int, default=2)
+    args = parser.parse_args()
+    config = yaml.safe_load(Path(args.config).read_text())
+    settings = config["model"]
+    if settings.get("optimizer") != "muon":
+        raise SystemExit(f"--config={args.config}: optimizer={settings.get('optimizer')!r}; this times Muon only")
+    model = Classifier(**settings)
+    hp = model.hparams  # the config's settings over the Classifier's defaults, as its own optimizer gets them
+    optimizer = MuonWithSGD(model.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
+                            weight_decay=hp.weight_decay, muon_lr=hp.muon_lr, muon_momentum=hp.muon_momentum,
+                            normalize_filters=hp.muon_normalize, bias_lr=hp.bias_lr)
+    torch.manual_seed(0)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.randn_like(p)
+    batch = int(config.get("data", {}).get("batch_size", 500))
+    steps_per_epoch = math.ceil(TRAIN_IMAGES / batch)
+    print(f"{args.config}: {len(optimizer._filters)} filter banks, native bfloat16 (oneDNN): {cpu_has_native_bf16()},"
+          f" {torch.get_num_threads()} threads, load average before: {os.getloadavg()[0]:.2f}")
+    ways = {"bfloat16 (torch.optim.Muon)": None, "float32 (newton_schulz)": torch.float32}
+    best = {name: float("inf") for name in ways}
+    for _ in range(args.reps):
+        for name, dtype in ways.items():
+            optimizer.orthogonalise_dtype = dtype
+            optimizer.step()  # the first call of a shape picks its kernels
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                optimizer.step()
+            best[name] = min(best[name], (time.perf_counter() - start) / args.steps)
+    print("| orthogonalised in | s per step | s per epoch (batch %d, %d steps) |\n| --- | ---: | ---: |"
+          % (batch, steps_per_epoch))
+    for name, seconds in best.items():
+        print(f"| {name} | {seconds:.3f} | {seconds * steps_per_epoch:.1f} |")
+    (slow, fast) = best.values()
+    print(f"bfloat16 / float32: {slow / fast:.2f}x; load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
