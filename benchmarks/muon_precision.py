@@ -39,10 +39,8 @@ def main() -> None:
     if settings.get("optimizer") != "muon":
         raise SystemExit(f"--config={args.config}: optimizer={settings.get('optimizer')!r}; this times Muon only")
     model = Classifier(**settings)
-    hp = model.hparams  # the config's settings over the Classifier's defaults, as its own optimizer gets them
-    optimizer = MuonWithSGD(model.parameters(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
-                            weight_decay=hp.weight_decay, muon_lr=hp.muon_lr, muon_momentum=hp.muon_momentum,
-                            normalize_filters=hp.muon_normalize, bias_lr=hp.bias_lr)
+    optimizer = model.make_optimizer()  # the one a fit of this config steps, without its schedule
+    assert isinstance(optimizer, MuonWithSGD), type(optimizer)
     torch.manual_seed(0)
     for p in model.parameters():
         if p.requires_grad:

@@ -351,7 +351,9 @@ class Classifier(pl.LightningModule):
         with torch.no_grad():
             initialise(self.input_norm(provide(DATA_INIT_IMAGES).to(self.device)))
 
-    def configure_optimizers(self) -> Any:
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer the settings name, over this model's parameters, without its schedule (which needs the
+        trainer): what ``configure_optimizers`` steps, and what ``benchmarks/muon_precision.py`` times."""
         hp = self.hparams
         if not any(p.requires_grad for p in self.backbone.parameters()):
             raise LightningCifarError(f"backbone {hp.backbone!r} has no trainable parameters: there is nothing to fit"
@@ -374,6 +376,11 @@ class Classifier(pl.LightningModule):
                               normalize_filters=hp.muon_normalize, bias_lr=hp.bias_lr)
         else:
             raise LightningCifarError(f"optimizer={hp.optimizer!r}: allowed values are 'sgd', 'adam', 'adamw', 'muon'")
+        return opt
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        opt = self.make_optimizer()
         if hp.scheduler == "none":
             self._schedule = {"name": "none", "total_steps": 0, "warmup": 0.0}
             return opt
