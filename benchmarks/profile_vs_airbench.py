@@ -40,7 +40,8 @@ loader = airbench.CifarLoader("cifar10", train=True, batch_size=1024, aug={{"fli
                               altflip=True)
 epochs = {images} / (len(loader) * 1024)
 options = {{"make_net": airbench_cpu.autocast_net(airbench.make_net94)}} if {precision!r} == "autocast" else {{}}
-airbench.train94(loader, epochs=3 / len(loader), verbose=False, **options)  # warm-up: oneDNN picks kernels on the first steps
+# warm-up: oneDNN picks kernels on the first steps
+airbench.train94(loader, epochs=3 / len(loader), verbose=False, **options)
 loader.epoch = 0
 torch.manual_seed(0)
 with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -95,7 +96,8 @@ def main() -> None:
             "--trainer.callbacks+=profile_steps.ProfileSteps", f"--trainer.callbacks.output={result}",
             f"--trainer.callbacks.skip={skip}"], result)
     for name, side in sides.items():
-        print(f"\n{name}{' (' + args.airbench_precision + ')' if name == 'airbench94' else ''}: {side['images']} images in {side['seconds']:.1f} s"
+        label = f"{name} ({args.airbench_precision})" if name == "airbench94" else name
+        print(f"\n{label}: {side['images']} images in {side['seconds']:.1f} s"
               f" ({side['seconds'] / side['images'] * 1000:.2f} s per 1,000 images, profiler on)")
         print("| operator | own CPU s per 1,000 images | calls |\n| --- | ---: | ---: |")
         for op, seconds, count in top(side, args.top):
@@ -107,8 +109,8 @@ def main() -> None:
     print(f"\nours / airbench94, seconds per image (profiler on both): {ratio:.2f}x;"
           f" load average after: {os.getloadavg()[0]:.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"sides": sides, "ratio": ratio, "airbench_precision": args.airbench_precision,
-                                               "measured": time.time()}))
+        Path(args.json).write_text(json.dumps({"sides": sides, "ratio": ratio, "measured": time.time(),
+                                               "airbench_precision": args.airbench_precision}))
 
 
 if __name__ == "__main__":

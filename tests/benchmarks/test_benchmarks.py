@@ -162,6 +162,19 @@ def test_the_side_by_side_table_keeps_versions_of_ours_apart_and_counts_the_test
     assert "ours (short) / airbench94 (bf16): whole run 0.42x, seconds per epoch 2.00x" in text
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp32", "autocast"])
+def test_the_profiles_airbench_child_is_python_in_each_precision(precision):
+    """The child's code is a format template (its own braces doubled): a slip there fails only after the
+    airbench side's minutes of set-up, so the template is formatted and compiled here."""
+    import runpy
+
+    template = runpy.run_path(str(REPO / "benchmarks" / "profile_vs_airbench.py"))["CHILD_AIRBENCH"]
+    code = template.format(here="/benchmarks", data="/data", images=2048, precision=precision)
+    compile(code, "child", "exec")
+    assert f"run_on_cpu({precision!r})" in code
+    assert ("make_net" in code) and (f"{precision!r} == \"autocast\"" in code)
+
+
 def test_ours_tested_after_its_last_epoch_only_still_gets_seconds_per_epoch():
     """--from-epoch at the last epoch leaves no two test passes to subtract: the table printed nan and a nan
     ratio (seen on a 9-epoch run); its training time over its epochs is the figure there."""
