@@ -109,6 +109,11 @@ def autocast_net(make_net):
     return make
 
 
+def train94_options(precision: str, airbench) -> dict:
+    """``train94``'s keyword arguments for ``precision``: the autocast network for ``autocast``, nothing else."""
+    return {"make_net": autocast_net(airbench.make_net94)} if precision == "autocast" else {}
+
+
 ROW = re.compile(r"^\|(.*)\|$")
 
 
@@ -152,9 +157,9 @@ def main() -> None:
     torch.manual_seed(args.seed)
     printed = io.StringIO()
     with airbench_data_folder(args.data_dir):
-        options = {} if args.epochs is None else {"epochs": args.epochs}
-        if args.precision == "autocast":
-            options["make_net"] = autocast_net(airbench.make_net94)
+        options = train94_options(args.precision, airbench)
+        if args.epochs is not None:
+            options["epochs"] = args.epochs
         with contextlib.redirect_stdout(printed):
             airbench.train94(run=0, verbose=True, **options)
     rows = parse_rows(printed.getvalue())

@@ -12,6 +12,7 @@ the config's batch size, and their ratio. Time nothing else while it runs.
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import os
 import time
@@ -20,12 +21,22 @@ from pathlib import Path
 import torch
 import yaml
 
-from lightning_cifar import Classifier
+from lightning_cifar import CIFAR10DataModule, Classifier
+from lightning_cifar.data.datamodule import TRAIN_SIZE
 from lightning_cifar.hardware import cpu_has_native_bf16
 from lightning_cifar.training.optimizers import MuonWithSGD
 
 REPO = Path(__file__).resolve().parent.parent
-TRAIN_IMAGES = 50_000
+
+
+def steps_per_epoch(config: dict) -> tuple[int, int]:
+    """The config's batch size (the data module's default where it names none) and the optimizer steps of one
+    epoch, ``trainer.limit_train_batches`` counted (the 90 % config trains 0.8 of each epoch's batches)."""
+    batch = int((config.get("data") or {}).get("batch_size")
+                or inspect.signature(CIFAR10DataModule).parameters["batch_size"].default)
+    steps = math.ceil(TRAIN_SIZE / batch)
+    limit = (config.get("trainer") or {}).get("limit_train_batches", 1.0)
+    return batch, (min(int(limit), steps) if isinstance(limit, int) else int(steps * limit))
 
 
 def main() -> None:
@@ -45,8 +56,7 @@ def main() -> None:
     for p in model.parameters():
         if p.requires_grad:
             p.grad = torch.randn_like(p)
-    batch = int(config.get("data", {}).get("batch_size", 500))
-    steps_per_epoch = math.ceil(TRAIN_IMAGES / batch)
+    batch, epoch_steps = steps_per_epoch(config)
     print(f"{args.config}: {len(optimizer._filters)} filter banks, native bfloat16 (oneDNN): {cpu_has_native_bf16()},"
           f" {torch.get_num_threads()} threads, load average before: {os.getloadavg()[0]:.2f}")
     ways = {"bfloat16 (torch.optim.Muon)": None, "float32 (newton_schulz)": torch.float32}
@@ -60,9 +70,9 @@ def main() -> None:
                 optimizer.step()
             best[name] = min(best[name], (time.perf_counter() - start) / args.steps)
     print("| orthogonalised in | s per step | s per epoch (batch %d, %d steps) |\n| --- | ---: | ---: |"
-          % (batch, steps_per_epoch))
+          % (batch, epoch_steps))
     for name, seconds in best.items():
-        print(f"| {name} | {seconds:.3f} | {seconds * steps_per_epoch:.1f} |")
+        print(f"| {name} | {seconds:.3f} | {seconds * epoch_steps:.1f} |")
     (slow, fast) = best.values()
     print(f"bfloat16 / float32: {slow / fast:.2f}x; load average after: {os.getloadavg()[0]:.2f}")
 

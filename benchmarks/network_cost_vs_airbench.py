@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from lightning_cifar.hardware import cpu_has_native_bf16
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import airbench_cpu  # noqa: E402
@@ -61,7 +63,7 @@ def main() -> None:
         raise SystemExit("needs the airbench package: pip install 'lightning-cifar[bench]'") from None
     airbench_cpu.run_on_cpu("autocast")  # its .half() keeps float32 weights; autocast as ours
     nets = {"airbench94": airbench.make_net94().train(), "ours": ours(args.config).train()}
-    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    native = cpu_has_native_bf16()
     print(f"load average before: {os.getloadavg()[0]:.2f}, {torch.get_num_threads()} threads,"
           f" native bfloat16 (oneDNN): {native}")
     print("| precision | batch | airbench94 s / 1,000 images | ours | ours / airbench94 |\n"

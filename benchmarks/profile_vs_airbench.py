@@ -39,7 +39,7 @@ data_folder.__enter__()
 loader = airbench.CifarLoader("cifar10", train=True, batch_size=1024, aug={{"flip": True, "translate": 2}},
                               altflip=True)
 epochs = {images} / (len(loader) * 1024)
-options = {{"make_net": airbench_cpu.autocast_net(airbench.make_net94)}} if {precision!r} == "autocast" else {{}}
+options = airbench_cpu.train94_options({precision!r}, airbench)
 # warm-up: oneDNN picks kernels on the first steps
 airbench.train94(loader, epochs=3 / len(loader), verbose=False, **options)
 loader.epoch = 0

@@ -172,7 +172,7 @@ def test_the_profiles_airbench_child_is_python_in_each_precision(precision):
     code = template.format(here="/benchmarks", data="/data", images=2048, precision=precision)
     compile(code, "child", "exec")
     assert f"run_on_cpu({precision!r})" in code
-    assert ("make_net" in code) and (f"{precision!r} == \"autocast\"" in code)
+    assert f"train94_options({precision!r}, airbench)" in code  # airbench_cpu's autocast network where asked
 
 
 def test_ours_tested_after_its_last_epoch_only_still_gets_seconds_per_epoch():
@@ -200,3 +200,37 @@ def test_loop_variants_reads_settings_as_yaml_and_refuses_one_without_a_value():
     assert script["parse_change"]("model.backbone_kwargs.pool_position=first_conv")[1] == "first_conv"
     with pytest.raises(SystemExit, match="'data.batch_size': expected KEY=VALUE"):
         script["parse_change"]("data.batch_size")
+
+
+def test_muon_precision_counts_an_epoch_as_the_config_trains_it():
+    """Its s-per-epoch column multiplies a step by these: the 90 % config trains 0.8 of each epoch's batches, and a
+    config without a batch size trains at the data module's default."""
+    import runpy
+
+    import yaml
+
+    steps_per_epoch = runpy.run_path(str(REPO / "benchmarks" / "muon_precision.py"))["steps_per_epoch"]
+    ninety = yaml.safe_load((REPO / "configs" / "speedrun-cpu-90.yaml").read_text())
+    assert steps_per_epoch(ninety) == (500, 80)
+    assert steps_per_epoch({"data": {"batch_size": 500}, "trainer": {"limit_train_batches": 30}}) == (500, 30)
+    assert steps_per_epoch({"model": {"optimizer": "muon"}}) == (256, 196)
+
+
+def test_airbench_gets_the_autocast_network_in_autocast_only():
+    """The side by side and the profile both ask airbench_cpu what train94 needs for a precision."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from airbench_cpu import train94_options
+
+    class FakeAirbench:
+        @staticmethod
+        def make_net94():
+            return torch.nn.Linear(2, 2)
+
+    assert train94_options("bf16", FakeAirbench) == {} and train94_options("fp32", FakeAirbench) == {}
+    net = train94_options("autocast", FakeAirbench)["make_net"]()
+    with torch.no_grad():
+        assert net(torch.randn(1, 2)).dtype == torch.bfloat16  # its forward pass runs under bfloat16 autocast
