@@ -30,6 +30,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -168,6 +169,9 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="skip what --json already holds")
     parser.add_argument("--from-epoch", type=int, default=1, help="ours: test after this epoch and later ones")
     parser.add_argument("--skip-ours", action="store_true", help="airbench94 only")
+    parser.add_argument("--skip-airbench", action="store_true",
+                        help="ours only; the table compares it with the airbench94 runs --json holds (from another"
+                             " session, perhaps: say so where you quote the ratio)")
     parser.add_argument("--label", default="as configured",
                         help="ours: the name its records and table rows carry, so that several versions of ours"
                              " (another --config, other arguments after --) share one --json file and its airbench"
@@ -178,6 +182,8 @@ def main() -> None:
     args.extra = argv[split + 1:]  # more lightning-cifar arguments for our side, after --
     if args.resume and not args.json:
         parser.error("--resume needs --json FILE")
+    if args.skip_ours and args.skip_airbench:
+        parser.error("--skip-ours with --skip-airbench leaves nothing to run; drop one")
     records = []
     if args.resume and Path(args.json).is_file():
         records = [json.loads(line) for line in Path(args.json).read_text().splitlines() if line.strip()]
@@ -185,13 +191,14 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     for seed in args.seeds:
         # Ours right after airbench's first precision: the pair the table's ratio is about runs back to back.
-        todo = [("airbench94", p) for p in args.airbench_precision]
+        todo = [] if args.skip_airbench else [("airbench94", p) for p in args.airbench_precision]
         todo[1:1] = [] if args.skip_ours else [("ours", None)]
         for who, precision in todo:
             if (who, precision or args.label, seed) in done:
                 continue
             record = run_ours(seed, args) if who == "ours" else run_airbench(seed, precision, args)
             record["load_average_after"] = os.getloadavg()[0]
+            record["finished"] = time.strftime("%Y-%m-%d %H:%M")  # runs in one file may come from several sessions
             records.append(record)
             if args.json:
                 with open(args.json, "a") as f:

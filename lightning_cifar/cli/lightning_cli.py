@@ -47,6 +47,7 @@ from lightning_cifar.data.datamodule import CIFAR10DataModule
 from lightning_cifar.models.footprint import check_memory
 from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.files import ensure_writable
+from lightning_cifar.tools.allocator import KeepFreedMemory
 from lightning_cifar.tools.threads import ThreadsForLoad
 from lightning_cifar.training.callbacks.checkpointing import LatestCheckpoint
 from lightning_cifar.training.callbacks.evaluation_report import ClassificationReport
@@ -57,7 +58,7 @@ from lightning_cifar.training.classifier import Classifier
 LIGHTNING_ALIASES = ("hpc", "registry")
 # Callbacks every run gets, each configurable under its own key (--checkpoint.save_top_k=3, ...).
 CALLBACK_GROUPS = {"checkpoint": LatestCheckpoint, "predictions": PredictionsCSV, "report": ClassificationReport,
-                   "threads": ThreadsForLoad}
+                   "threads": ThreadsForLoad, "allocator": KeepFreedMemory}
 CHECKPOINT_DEFAULTS = {
     "checkpoint.monitor": MONITOR,
     "checkpoint.mode": "max",

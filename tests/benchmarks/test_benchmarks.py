@@ -3,6 +3,8 @@ would only fail when someone runs the benchmark, hours later. Check every such i
 
 import ast
 import importlib
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -160,6 +162,37 @@ def test_the_side_by_side_table_keeps_versions_of_ours_apart_and_counts_the_test
     assert ("110 s (1 of 1 seeds reach it), 0.22x its whole run; an upper bound: 1 of them already at their first test"
             " pass (epoch 1)") in late
     assert "ours (short) / airbench94 (bf16): whole run 0.42x, seconds per epoch 2.00x" in text
+
+
+def test_the_side_by_side_runs_ours_alone_against_the_airbench_runs_its_file_holds(tmp_path, monkeypatch, capsys):
+    """--skip-airbench: ours only, each record dated, the table against the airbench runs already in --json."""
+    import runpy
+
+    main = runpy.run_path(str(REPO / "benchmarks" / "vs_airbench.py"))["main"]
+    airbench = {"who": "airbench94", "precision": "fp32", "seed": 0, "tta_acc": 0.94, "airbench_timer_s": 500.0,
+                "train_epochs": 9.9, "epoch_s": [50.0]}
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text(json.dumps(airbench) + "\n")
+    ran = []
+
+    def fake_ours(seed, args):
+        ran.append(("ours", seed, args.extra))
+        return {"who": "ours", "precision": args.label, "seed": seed, "epoch_s": [60.0], "final_acc": 0.941,
+                "time_s": 450.0, "epochs": [{"epoch": 9, "test_acc": 0.941, "train_wall_s": 440.0, "eval_s": 10.0}]}
+
+    main.__globals__["run_ours"] = fake_ours
+    main.__globals__["run_airbench"] = lambda *a: pytest.fail("--skip-airbench ran airbench")
+    argv = ["vs_airbench.py", "--seeds", "0", "1", "--json", str(runs), "--resume", "--skip-airbench",
+            "--airbench-precision", "fp32", "--label", "9 epochs", "--", "--trainer.max_epochs=9"]
+    monkeypatch.setattr(sys, "argv", argv)
+    main()
+    assert ran == [("ours", 0, ["--trainer.max_epochs=9"]), ("ours", 1, ["--trainer.max_epochs=9"])]
+    records = [json.loads(line) for line in runs.read_text().splitlines()]
+    assert [r["who"] for r in records] == ["airbench94", "ours", "ours"] and all("finished" in r for r in records[1:])
+    assert "ours (9 epochs) / airbench94 (fp32): whole run 0.90x" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", [*argv[:-2], "--skip-ours"])
+    with pytest.raises(SystemExit):
+        main()
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp32", "autocast"])
