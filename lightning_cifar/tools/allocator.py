@@ -5,14 +5,15 @@ and unmaps it on ``free``. A CPU training step allocates its activations and gra
 config's step at batch 500 holds blocks of 100 MiB and more, so every step maps, zeroes and faults in about a
 gigabyte page by page, and unmaps it again: 210,000 to 290,000 page faults and 0.7 CPU-seconds in the kernel per
 step on a 2-core AVX2 EPYC, where keeping the memory made the step 0.89x the time (``python
-benchmarks/page_faults.py``; benchmarks/RESULTS.md, "Page faults"). PyTorch has no caching allocator for the CPU, and jemalloc or tcmalloc
-would need installing and ``LD_PRELOAD``; glibc's own ``mallopt`` does it at run time: no ``mmap`` (the blocks come
-from the heap) and no trimming of the heap's free top, so a step reuses the previous step's pages.
+benchmarks/page_faults.py``; benchmarks/RESULTS.md, "Page faults"). PyTorch has no caching allocator for the CPU,
+and jemalloc or tcmalloc would need installing and ``LD_PRELOAD``; glibc's own ``mallopt`` does it at run time: no
+``mmap`` (the blocks come from the heap) and no trimming of the heap's free top, so a step reuses the previous
+step's pages.
 
 The price: the process keeps its peak training memory until the run ends (1,944 against 1,860 MiB at its peak in
-that measurement); ``teardown`` restores glibc's defaults
-and hands the free memory back (``malloc_trim``). Only where the model trains on the CPU (a GPU step's tensors are
-not in ``malloc``'s heap) and only with glibc (Linux); elsewhere nothing changes.
+that measurement); ``teardown`` restores glibc's defaults and hands the free memory back (``malloc_trim``). Only
+where the model trains on the CPU (a GPU step's tensors are not in ``malloc``'s heap) and only with glibc (Linux);
+elsewhere nothing changes.
 """
 
 from __future__ import annotations
