@@ -47,7 +47,9 @@ def keep_freed_memory(libc: Any) -> bool:
 
 
 def restore_defaults(libc: Any) -> None:
-    """glibc's default limits again, and the heap's free memory handed back to the kernel."""
+    """glibc's default limits again, and the heap's free memory handed back to the kernel. (Not its adaptive
+    thresholds: any ``mallopt`` of them turns those off for the rest of the process, which then keeps the mmap
+    threshold they had reached, at most 32 MiB.)"""
     libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
     libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
     libc.malloc_trim(0)
