@@ -74,7 +74,9 @@ class KeepFreedMemory(pl.Callback):
         if not self.enabled or self.active or trainer.strategy.root_device.type != "cpu":
             return
         libc = glibc()
-        self.active = libc is not None and keep_freed_memory(libc)
+        if libc is not None:
+            keep_freed_memory(libc)
+            self.active = True  # teardown restores both settings, whichever glibc took
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Also after a failed or interrupted run: the process may go on (a study runs many fits in one).

@@ -8,6 +8,7 @@ import torch
 
 from lightning_cifar.tools import allocator
 from lightning_cifar.tools.allocator import KeepFreedMemory
+from tests.helpers.runs import SMALL_NET, TINY_DATA_ARGS, fit_in_process
 
 needs_glibc = pytest.mark.skipif(allocator.glibc() is None, reason="glibc's mallopt only")
 # Over glibc's largest adaptive mmap threshold (32 MiB), a fresh mapping each time by default; and larger than any
@@ -82,3 +83,12 @@ def test_the_cli_adds_it_to_every_run_and_takes_its_option(tmp_path, cli):
     assert "allocator:\n  enabled: true" in cli(["fit", "--print_config"], tmp_path).stdout
     assert "allocator:\n  enabled: false" in cli(["test", "--print_config", "--allocator.enabled=false"],
                                                  tmp_path).stdout
+
+
+@needs_glibc
+def test_a_fit_leaves_glibc_as_it_found_it(tmp_path, tiny_cifar):
+    """The CLI's fit sets the allocator for the run and Lightning's teardown gives glibc its defaults back: a large
+    block is mapped afresh again afterwards (kept, it would come back from the heap without a fault)."""
+    fit_in_process(["fit", f"--data.data_dir={tiny_cifar}", *TINY_DATA_ARGS, *SMALL_NET, "--trainer.max_epochs=1"],
+                   tmp_path)
+    assert page_faults_per_block() > 0
