@@ -58,7 +58,8 @@ def restore_defaults(libc: Any) -> None:
 class KeepFreedMemory(pl.Callback):
     """Keeps the memory a CPU run frees for its next step (glibc's ``mallopt``), from ``setup`` to ``teardown``.
 
-    ``--allocator.enabled=false`` leaves glibc's allocator as it is.
+    The CLI adds it to every run (``--allocator.enabled=false`` leaves glibc's allocator as it is); a Trainer of
+    your own gets it with ``callbacks=[KeepFreedMemory()]``.
     """
 
     def __init__(self, enabled: bool = True) -> None:
@@ -68,7 +69,12 @@ class KeepFreedMemory(pl.Callback):
                 the step's large blocks); ``false`` leaves glibc's defaults.
         """
         self.enabled = enabled
-        self.active = False  # whether this run changed glibc's settings (and teardown restores them)
+        self._changed: Optional[Any] = None  # the C library whose settings this run changed, for teardown
+
+    @property
+    def active(self) -> bool:
+        """Whether this run changed glibc's settings (and teardown restores them)."""
+        return self._changed is not None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not self.enabled or self.active or trainer.strategy.root_device.type != "cpu":
@@ -76,12 +82,10 @@ class KeepFreedMemory(pl.Callback):
         libc = glibc()
         if libc is not None:
             keep_freed_memory(libc)
-            self.active = True  # teardown restores both settings, whichever glibc took
+            self._changed = libc  # teardown restores both settings, whichever glibc took
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Also after a failed or interrupted run: the process may go on (a study runs many fits in one).
-        if self.active:
-            libc = glibc()
-            if libc is not None:
-                restore_defaults(libc)
-            self.active = False
+        if self._changed is not None:
+            restore_defaults(self._changed)
+            self._changed = None
