@@ -1,5 +1,6 @@
 """KeepFreedMemory: a CPU run's large blocks come back from glibc's heap instead of fresh pages from the kernel."""
 
+import ctypes
 import resource
 from types import SimpleNamespace
 
@@ -20,13 +21,30 @@ def on(device: str) -> SimpleNamespace:
     return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
 
 
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def free_heap_bytes() -> int:
+    """All the free memory glibc's heaps hold (``mallinfo2``'s ``fordblks``; 0 before glibc 2.33, which lacks it)."""
+    libc = allocator.glibc()
+    if libc is None or not hasattr(libc, "mallinfo2"):
+        return 0
+    libc.mallinfo2.restype = MallInfo2
+    return libc.mallinfo2().fordblks
+
+
 def page_faults_per_block(blocks: int = 4) -> float:
     """Minor page faults for each of ``blocks`` large tensors allocated, written and freed in turn (after one
-    first block, which may fault wherever it comes from)."""
-    torch.empty(BLOCK // 4).fill_(1.0)
+    first block, which may fault wherever it comes from). Each is larger than all the heap's free memory: a hole
+    that earlier runs in this process left in the heap (a test suite's do) would serve it without a fault
+    whatever glibc's settings, where a new block has to come from the kernel, mapped afresh or grown onto the heap."""
+    size = max(BLOCK, free_heap_bytes() + 64 * 2**20)
+    torch.empty(size // 4).fill_(1.0)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(blocks):
-        torch.empty(BLOCK // 4).fill_(1.0)
+        torch.empty(size // 4).fill_(1.0)
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / blocks
 
 
