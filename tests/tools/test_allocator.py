@@ -12,8 +12,8 @@ from lightning_cifar.tools.allocator import KeepFreedMemory
 from tests.helpers.runs import SMALL_NET, TINY_DATA_ARGS, fit_in_process
 
 needs_glibc = pytest.mark.skipif(allocator.glibc() is None, reason="glibc's mallopt only")
-# Over glibc's largest adaptive mmap threshold (32 MiB), a fresh mapping each time by default; and larger than any
-# hole the other tests' runs leave in the heap, which would serve it without faults.
+# The smallest probe block: over glibc's largest adaptive mmap threshold (32 MiB), a fresh mapping each time by
+# default (page_faults_per_block makes it larger still where the heap holds more free memory).
 BLOCK = 256 * 2**20
 
 
