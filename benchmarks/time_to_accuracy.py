@@ -69,9 +69,21 @@ def run_seed(config: str, seed: int, args: argparse.Namespace) -> dict:
         if proc.returncode != 0 or not out.is_file():
             raise SystemExit(f"seed {seed} failed:\n{proc.stderr[-3000:]}")
         epochs = [json.loads(line) for line in out.read_text().splitlines()]
-        config = yaml.safe_load(next(Path(tmp).glob("lightning_logs/version_*/config.yaml")).read_text())
+        run_dir = next(Path(tmp).glob("lightning_logs/version_*"))
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        val = val_accuracies(run_dir)
     return {"seed": seed, "epochs": epochs, "process_wall_s": total,
-            "fit_wall_s": total - epochs[-1]["eval_s"], "config": config}
+            "fit_wall_s": total - epochs[-1]["eval_s"], "config": config, "val_acc": val[-1] if val else None}
+
+
+def val_accuracies(run_dir: Path) -> list[float]:
+    """The run's ``val/acc`` after each validation, read back from its TensorBoard event files (none without a
+    validation split): the score a recipe is tuned on, where the test set only reports."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return [round(e.value, 5) for e in events.Scalars("val/acc")] if "val/acc" in events.Tags()["scalars"] else []
 
 
 def recipe(config: dict) -> dict:

@@ -25,7 +25,7 @@ from lightning_cifar.training.callbacks.termination import StopOnSigterm
 from lightning_cifar.training.input_norm import Standardize
 from lightning_cifar.training.optimizers import MuonWithSGD, parameter_groups
 from lightning_cifar.training.schedules import CHECKPOINT_KEY as SCHEDULE_KEY
-from lightning_cifar.training.schedules import lr_multiplier, resumed_schedule
+from lightning_cifar.training.schedules import lr_multiplier, plan, resumed_schedule
 
 # Training images a backbone's data-set layers (a whitening layer) are computed from, as the speedruns.
 DATA_INIT_IMAGES = 5000
@@ -97,6 +97,8 @@ class Classifier(pl.LightningModule):
         weight_decay: float = 5e-4,
         scheduler: Literal["onecycle", "cosine", "none"] = "onecycle",
         warmup: float = 0.2,
+        start_factor: float = 0.0,
+        end_factor: float = 0.0,
         label_smoothing: float = 0.1,
         channels_last: bool = True,
         tta: Union[bool, str] = False,  # checked by tta_mode: a one-line error, not jsonargparse's page
@@ -125,9 +127,12 @@ class Classifier(pl.LightningModule):
             momentum: SGD momentum (Adam's beta1 is left at its default).
             nesterov: Nesterov momentum for SGD.
             weight_decay: L2 penalty (decoupled for AdamW).
-            scheduler: ``onecycle`` (linear warm-up, linear decay to 0), ``cosine``
-                (warm-up, cosine decay to 0) or ``none``; stepped every batch.
+            scheduler: ``onecycle`` (linear warm-up, linear decay to ``end_factor``), ``cosine``
+                (warm-up, cosine decay to ``end_factor``) or ``none``; stepped every batch.
             warmup: fraction of all training steps spent warming up.
+            start_factor: the rate at the first step, as a fraction of the peak (0: the warm-up starts near zero).
+            end_factor: the rate at the last step, as a fraction of the peak; airbench94's triangular schedule is
+                ``warmup=0.23, start_factor=0.2, end_factor=0.07``.
             label_smoothing: cross-entropy label smoothing (0 = plain cross-entropy).
             channels_last: keep conv activations in NHWC layout (faster on CPU and GPU).
             tta: test-time augmentation for evaluation and prediction: ``mirror`` (or true) averages
@@ -159,6 +164,12 @@ class Classifier(pl.LightningModule):
             raise LightningCifarError(f"lr={lr}: must be > 0")
         if not 0.0 <= warmup < 1.0:
             raise LightningCifarError(f"warmup={warmup}: must be a fraction in [0, 1)")
+        for name, factor in (("start_factor", start_factor), ("end_factor", end_factor)):
+            if not 0.0 <= factor <= 1.0:
+                raise LightningCifarError(f"{name}={factor}: must be a fraction of the peak rate, in [0, 1]")
+            if factor and scheduler == "none":
+                raise LightningCifarError(f"{name}={factor} shapes a schedule, and scheduler='none' has none:"
+                                          " use --model.scheduler=onecycle or cosine, or leave it at 0")
         if not 0.0 <= label_smoothing < 1.0:
             raise LightningCifarError(f"label_smoothing={label_smoothing}: must be in [0, 1)")
         if not 0.0 <= momentum < 1.0:
@@ -382,7 +393,7 @@ class Classifier(pl.LightningModule):
         hp = self.hparams
         opt = self.make_optimizer()
         if hp.scheduler == "none":
-            self._schedule = {"name": "none", "total_steps": 0, "warmup": 0.0}
+            self._schedule = plan("none", 0, 0.0, 0.0, 0.0)
             return opt
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
@@ -390,12 +401,12 @@ class Classifier(pl.LightningModule):
                 f"scheduler={hp.scheduler!r} needs a finite run: set --trainer.max_epochs or"
                 " --trainer.max_steps, or use --model.scheduler=none"
             )
-        self._schedule = {"name": hp.scheduler, "total_steps": int(total), "warmup": float(hp.warmup)}
+        self._schedule = plan(hp.scheduler, int(total), hp.warmup, hp.start_factor, hp.end_factor)
         if self._resumed is not None:
             saved, step = self._resumed
-            change = resumed_schedule(saved, hp.scheduler, int(total), float(hp.warmup), step,
-                                      f"--ckpt_path={self.trainer.ckpt_path}")
+            change = resumed_schedule(saved, self._schedule, step, f"--ckpt_path={self.trainer.ckpt_path}")
             if change is not None:
                 rank_zero_info(change)
-        schedule = torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(hp.scheduler, int(total), hp.warmup))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            opt, lr_multiplier(hp.scheduler, int(total), hp.warmup, hp.start_factor, hp.end_factor))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

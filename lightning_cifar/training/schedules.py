@@ -13,19 +13,22 @@ from typing import Any, Callable, Optional
 from lightning_cifar.errors import LightningCifarError
 
 SCHEDULES = ("onecycle", "cosine", "none")
-# Where a checkpoint keeps the schedule it was trained on: {"name", "total_steps", "warmup"}.
+# Where a checkpoint keeps the schedule it was trained on: {"name", "total_steps", "warmup", "start_factor",
+# "end_factor"} (checkpoints from before the two factors were settings hold the first three: both were 0).
 CHECKPOINT_KEY = "lightning_cifar_schedule"
 # The settings that change how many steps a fit plans, for the message that names them.
 STEP_SETTINGS = ("--data.batch_size, --trainer.max_epochs, --trainer.max_steps, --data.val_split,"
                  " --trainer.accumulate_grad_batches")
 
 
-def lr_multiplier(name: str, total_steps: int, warmup: float) -> Callable[[int], float]:
+def lr_multiplier(name: str, total_steps: int, warmup: float, start_factor: float = 0.0,
+                  end_factor: float = 0.0) -> Callable[[int], float]:
     """``f(step)`` for ``step`` in ``[0, total_steps)``.
 
     ``onecycle``: linear warm-up over ``warmup`` (a fraction of all steps) from
-    near zero to the base rate, then linear decay to zero at the last step.
-    ``cosine``: the same warm-up, then half a cosine down to zero.
+    ``start_factor`` (0: near zero) to the base rate, then linear decay to ``end_factor``
+    at the last step; airbench94's triangle is ``warmup=0.23, start_factor=0.2, end_factor=0.07``.
+    ``cosine``: the same warm-up, then half a cosine down to ``end_factor``.
     ``none``: constant.
     """
     if name not in SCHEDULES:
@@ -37,33 +40,50 @@ def lr_multiplier(name: str, total_steps: int, warmup: float) -> Callable[[int],
 
     def multiplier(step: int) -> float:
         if step < ramp:
-            return (step + 1) / (ramp + 1)
+            return start_factor + (1.0 - start_factor) * (step + 1) / (ramp + 1)
         progress = min(1.0, (step - ramp) / max(1, total - ramp))
         if name == "onecycle":
-            return 1.0 - progress
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+            fall = progress
+        else:
+            fall = 0.5 * (1.0 - math.cos(math.pi * progress))
+        return 1.0 - (1.0 - end_factor) * fall
 
     return multiplier
 
 
-def resumed_schedule(saved: dict[str, Any], name: str, total_steps: int, warmup: float, step: int,
-                     label: str) -> Optional[str]:
+def plan(name: str, total_steps: int, warmup: float, start_factor: float, end_factor: float) -> dict[str, Any]:
+    """A fit's learning-rate plan as its checkpoints keep it (``CHECKPOINT_KEY``)."""
+    if name == "none":
+        return {"name": "none", "total_steps": 0, "warmup": 0.0, "start_factor": 0.0, "end_factor": 0.0}
+    return {"name": name, "total_steps": int(total_steps), "warmup": float(warmup),
+            "start_factor": float(start_factor), "end_factor": float(end_factor)}
+
+
+def _multiplier_of(saved: dict[str, Any]) -> Callable[[int], float]:
+    return lr_multiplier(saved["name"], int(saved.get("total_steps", 0)), float(saved.get("warmup", 0.0)),
+                         float(saved.get("start_factor", 0.0)), float(saved.get("end_factor", 0.0)))
+
+
+def resumed_schedule(saved: dict[str, Any], new: dict[str, Any], step: int, label: str) -> Optional[str]:
     """What happens to the learning rate when a fit resumes at ``step`` a run whose checkpoint was trained on the
-    schedule ``saved`` and now plans ``name`` over ``total_steps``: None when the schedule is the same; a line saying
-    how the rate changes when the new plan still has steps left; a refusal (one line) when it has none, where every
-    remaining step would train at rate 0 and change nothing (a larger batch size after the restored step did that)."""
-    old = (saved.get("name"), int(saved.get("total_steps", 0)), float(saved.get("warmup", 0.0)))
-    if old == (name, int(total_steps), float(warmup)):
+    schedule ``saved`` and now plans ``new`` (both as ``plan`` makes them): None when the schedule is the same; a line
+    saying how the rate changes when the new plan still has steps left; a refusal (one line) when it has none, where
+    every remaining step would train at rate 0 and change nothing (a larger batch size after the restored step did
+    that)."""
+    old = (saved.get("name"), int(saved.get("total_steps", 0)), float(saved.get("warmup", 0.0)),
+           float(saved.get("start_factor", 0.0)), float(saved.get("end_factor", 0.0)))
+    if old == tuple(new[k] for k in ("name", "total_steps", "warmup", "start_factor", "end_factor")):
         return None
+    name, total_steps = new["name"], new["total_steps"]
     was = f"{old[0]} schedule over {old[1]} steps" if old[0] != "none" else "constant rate"
     now = f"{name} schedule over {total_steps} steps" if name != "none" else "constant rate"
-    if name != "none" and step >= total_steps:
+    if name != "none" and step >= total_steps and new["end_factor"] == 0.0:
         raise LightningCifarError(
             f"{label}: the checkpoint was trained on a {was} and stopped at step {step}; this fit plans a"
             f" {now}, so every step left would train at learning rate 0 and change nothing. Resume with the settings"
             f" that set the number of steps ({STEP_SETTINGS}) as they were, or raise --trainer.max_epochs")
-    before = lr_multiplier(old[0], old[1], old[2])(step) if old[0] in SCHEDULES else None
-    after = lr_multiplier(name, total_steps, warmup)(step)
+    before = _multiplier_of(saved)(step) if old[0] in SCHEDULES else None
+    after = _multiplier_of(new)(step)
     jump = f" from {before:.2f}x" if before is not None else ""
     return (f"{label}: the checkpoint was trained on a {was}; this fit re-plans it as a {now}: at the restored"
             f" step {step} the learning rate goes{jump} to {after:.2f}x the base rate, then follows the new schedule")

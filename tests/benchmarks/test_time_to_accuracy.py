@@ -67,3 +67,28 @@ def test_resume_refuses_to_drop_seeds_the_file_holds(seed_0_file, tiny_cifar, tm
     assert result.returncode != 0
     assert "also holds seeds [0]; add them to --seeds" in result.stderr
     assert path.read_bytes() == seed_0_file.read_bytes()
+
+
+def test_the_ablation_scored_on_validation_leads_with_the_held_out_accuracy(tiny_cifar, tmp_path):
+    """A variant is chosen on validation (``--score val``), never on the test set: each run must validate after its
+    last epoch, and the table and the records must carry that accuracy beside the test set's."""
+    out = tmp_path / "ablation.json"
+    tiny = ["data.verify=false", "data.download=false", "data.val_split=40", "data.batch_size=32",
+            "trainer.max_epochs=2", "trainer.precision=32-true", "model.backbone=convpool",
+            'model.backbone_kwargs={"widths": [8, 16], "kernels": [5, 3]}']
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "speedrun_ablation.py"), "configs/cnn-base.yaml", "--target", "0.05",
+         "--score", "val", "--from-epoch", "2", "--only", "full", "airbench-schedule", "--data-dir", str(tiny_cifar),
+         "--json", str(out), "--set", *tiny],
+        cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    header = next(line for line in result.stdout.splitlines() if line.startswith("| variant"))
+    assert header.index("final val acc (chosen on)") < header.index("final test acc")
+    saved = json.loads(out.read_text())
+    assert saved["score"] == "val"
+    for name in ("full", "airbench-schedule"):
+        (row,) = saved["results"][name]
+        assert 0.0 <= row["final_val_acc"] <= 1.0
+        assert [e["epoch"] for e in row["epochs"]] == [2]  # the test set scored after the last epoch only
+        assert f"{name} seed 0: val {row['final_val_acc']:.4f}, final" in result.stdout

@@ -9,7 +9,7 @@ from lightning_cifar.errors import LightningCifarError
 from lightning_cifar.training.callbacks.checkpointing import LatestCheckpoint
 from lightning_cifar.training.callbacks.loss_guard import NonFiniteLossGuard
 from lightning_cifar.training.input_norm import CIFAR10_MEAN, CIFAR10_STD
-from lightning_cifar.training.schedules import lr_multiplier
+from lightning_cifar.training.schedules import lr_multiplier, plan, resumed_schedule
 from tests.helpers.runs import tiny_test_set, trainer
 
 
@@ -30,6 +30,27 @@ def test_onecycle_warms_up_then_decays_linearly():
     assert values[:peak] == sorted(values[:peak]) and values[peak:] == sorted(values[peak:], reverse=True)
     assert values[0] < 0.1 and values[-1] < 0.02
     assert values[60] == pytest.approx(0.5)
+
+
+def test_onecycle_with_airbenchs_triangle_starts_and_ends_at_its_fractions():
+    f = lr_multiplier("onecycle", 100, warmup=0.23, start_factor=0.2, end_factor=0.07)
+    values = [f(s) for s in range(100)]
+    assert values.index(1.0) == 23
+    assert values[0] == pytest.approx(0.2 + 0.8 / 24)  # one step into the ramp from 0.2, as the default from 0
+    assert values[-1] == pytest.approx(0.07 + 0.93 / 77)  # one step before the end's 0.07
+    assert values[23 + 77 // 2] == pytest.approx(1 - 0.93 * 38 / 77)
+    g = lr_multiplier("cosine", 100, warmup=0.0, end_factor=0.5)
+    assert min(g(s) for s in range(100)) > 0.5 and g(0) == 1.0
+
+
+def test_the_default_factors_keep_the_schedule_checkpoints_were_trained_on():
+    """A checkpoint saved before the factors were settings holds name, steps and warm-up only: resuming it with the
+    defaults must not re-plan its rate, and a changed end factor must say how the rate moves."""
+    old = {"name": "onecycle", "total_steps": 100, "warmup": 0.2}
+    assert resumed_schedule(old, plan("onecycle", 100, 0.2, 0.0, 0.0), 50, "resume") is None
+    line = resumed_schedule(old, plan("onecycle", 100, 0.2, 0.0, 0.5), 60, "resume")
+    assert "from 0.50x to 0.75x the base rate" in line
+    assert lr_multiplier("onecycle", 100, 0.2)(60) == lr_multiplier("onecycle", 100, 0.2, 0.0, 0.0)(60) == 0.5
 
 
 @pytest.mark.parametrize("steps", [1, 2, 3])
@@ -137,7 +158,10 @@ def test_a_checkpoint_of_version_0_1_without_data_settings_is_refused(legacy_che
 
 
 @pytest.mark.parametrize("kwargs, message", [({"lr": 0}, "lr=0"), ({"warmup": 1.5}, "warmup=1.5"),
-                                             ({"label_smoothing": -0.1}, "label_smoothing=-0.1")])
+                                             ({"label_smoothing": -0.1}, "label_smoothing=-0.1"),
+                                             ({"end_factor": 1.5}, r"end_factor=1.5: must be a fraction"),
+                                             ({"start_factor": 0.2, "scheduler": "none"},
+                                              "start_factor=0.2 shapes a schedule, and scheduler='none' has none")])
 def test_bad_training_settings_are_named(kwargs, message):
     with pytest.raises(LightningCifarError, match=message):
         Classifier("mlp_seed", **kwargs)
