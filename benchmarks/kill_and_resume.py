@@ -14,12 +14,15 @@ import argparse
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from time_to_accuracy import val_accuracies as val_acc  # noqa: E402  (one reader of a run's val/acc)
 
 
 def fit_command(data_dir: str, epochs: int, *extra: str) -> list[str]:
@@ -27,12 +30,6 @@ def fit_command(data_dir: str, epochs: int, *extra: str) -> list[str]:
     return [exe, "fit", "-c", str(Path(__file__).parents[1] / "configs" / "cnn-base.yaml"),
             f"--data.data_dir={data_dir}", f"--trainer.max_epochs={epochs}", "--trainer.enable_progress_bar=false",
             "--seed_everything=7", *extra]
-
-
-def val_acc(run: Path) -> list[float]:
-    events = EventAccumulator(str(run))
-    events.Reload()
-    return [round(e.value, 4) for e in events.Scalars("val/acc")]
 
 
 def main() -> None:

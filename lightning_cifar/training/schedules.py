@@ -59,9 +59,8 @@ def plan(name: str, total_steps: int, warmup: float, start_factor: float, end_fa
             "start_factor": float(start_factor), "end_factor": float(end_factor)}
 
 
-def _multiplier_of(saved: dict[str, Any]) -> Callable[[int], float]:
-    return lr_multiplier(saved["name"], int(saved.get("total_steps", 0)), float(saved.get("warmup", 0.0)),
-                         float(saved.get("start_factor", 0.0)), float(saved.get("end_factor", 0.0)))
+def _multiplier_of(p: dict[str, Any]) -> Callable[[int], float]:
+    return lr_multiplier(p["name"], p["total_steps"], p["warmup"], p["start_factor"], p["end_factor"])
 
 
 def resumed_schedule(saved: dict[str, Any], new: dict[str, Any], step: int, label: str) -> Optional[str]:
@@ -70,9 +69,10 @@ def resumed_schedule(saved: dict[str, Any], new: dict[str, Any], step: int, labe
     saying how the rate changes when the new plan still has steps left; a refusal (one line) when it has none, where
     every remaining step would train at rate 0 and change nothing (a larger batch size after the restored step did
     that)."""
-    old = (saved.get("name"), int(saved.get("total_steps", 0)), float(saved.get("warmup", 0.0)),
-           float(saved.get("start_factor", 0.0)), float(saved.get("end_factor", 0.0)))
-    if old == tuple(new[k] for k in ("name", "total_steps", "warmup", "start_factor", "end_factor")):
+    # A checkpoint saved before the factors were settings lacks them: it trained with both at 0.
+    saved = {"total_steps": 0, "warmup": 0.0, "start_factor": 0.0, "end_factor": 0.0, **saved}
+    old = tuple(saved.get(k) for k in new)
+    if old == tuple(new.values()):
         return None
     name, total_steps = new["name"], new["total_steps"]
     was = f"{old[0]} schedule over {old[1]} steps" if old[0] != "none" else "constant rate"
