@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="changes",
                         help="settings changed in the config before each variant changes its own, e.g."
                              " trainer.max_epochs=8 (values read as YAML)")
+    parser.add_argument("--keep-runs", metavar="DIR", help=time_to_accuracy.KEEP_RUNS_HELP.replace("CONFIG", "VARIANT"))
     args = parser.parse_args()
     base = yaml.safe_load(Path(args.config).read_text())
     for key, value in map(parse_change, args.changes):
@@ -181,7 +182,8 @@ def main() -> None:
             _set("data.val_split", 5000)(base)
         _set("trainer.check_val_every_n_epoch", int(_get(base, "trainer.max_epochs") or 1))(base)
     names = args.only or list(VARIANTS)
-    runner_args = argparse.Namespace(data_dir=args.data_dir, extra=[], from_epoch=args.from_epoch)
+    runner_args = argparse.Namespace(data_dir=args.data_dir, extra=[], from_epoch=args.from_epoch,
+                                     keep_runs=args.keep_runs)
     changed = "".join(f", {c}" for c in args.changes)
     print(f"config {args.config}{changed}, target {args.target:.2%}, seeds {args.seeds}, "
           f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
@@ -198,7 +200,10 @@ def main() -> None:
                 results[name].append({"seed": seed, "final_test_acc": run["epochs"][-1]["test_acc"],
                                       "final_val_acc": run["val_acc"],
                                       "fit_wall_s": run["fit_wall_s"],
-                                      "reached_at_s": hit["train_wall_s"] if hit else None, "epochs": run["epochs"]})
+                                      "reached_at_s": hit["train_wall_s"] if hit else None, "epochs": run["epochs"],
+                                      "kept_at": run["kept_at"]})
+                if args.json:  # a 94 % variant trains for most of an hour: keep each run as it finishes
+                    save(args, results)
                 val = f"val {run['val_acc']:.4f}, " if run["val_acc"] is not None else ""
                 print(f"  {name} seed {seed}: {val}final {run['epochs'][-1]['test_acc']:.4f}, "
                       f"fit {run['fit_wall_s']:.1f} s, "
@@ -214,10 +219,16 @@ def main() -> None:
         reach = f"{statistics.mean(hits):.0f} s" if len(hits) == len(rows) else "–"
         print(f"| `{name}` | {VARIANTS[name][0]} | {val}{mean_and_spread([r['final_test_acc'] for r in rows])} | "
               f"{statistics.mean(r['fit_wall_s'] for r in rows):.0f} s | {len(hits)}/{len(rows)} | {reach} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"config": args.config, "changes": args.changes, "target": args.target,
-                                               "score": args.score, "results": results},
-                                              indent=1))
+
+
+def save(args: argparse.Namespace, results: dict[str, list[dict]]) -> None:
+    """Every finished run so far, written whole to a temporary file and renamed over ``--json``: a run killed
+    mid-write leaves the previous version, never half a file."""
+    path = Path(args.json)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps({"config": args.config, "changes": args.changes, "target": args.target,
+                               "score": args.score, "results": results}, indent=1))
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

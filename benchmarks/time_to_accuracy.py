@@ -24,6 +24,7 @@ import argparse
 import copy
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -49,6 +50,10 @@ def fit_command(config: str, seed: int, args: argparse.Namespace, tmp: str) -> l
     ]
 
 
+KEEP_RUNS_HELP = ("copy each seed's run folder (its last checkpoint, config and TensorBoard events) into DIR, as"
+                  " CONFIG-seedN, so that its weights can be evaluated again later")
+
+
 def run_quietly(cmd: list[str], cwd: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
@@ -70,10 +75,25 @@ def run_seed(config: str, seed: int, args: argparse.Namespace) -> dict:
             raise SystemExit(f"seed {seed} failed:\n{proc.stderr[-3000:]}")
         epochs = [json.loads(line) for line in out.read_text().splitlines()]
         run_dir = next(Path(tmp).glob("lightning_logs/version_*"))
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
         val = val_accuracies(run_dir)
-    return {"seed": seed, "epochs": epochs, "process_wall_s": total,
-            "fit_wall_s": total - epochs[-1]["eval_s"], "config": config, "val_acc": val[-1] if val else None}
+        keep = getattr(args, "keep_runs", None)
+        kept = str(keep_run(run_dir, Path(keep), f"{Path(config).stem}-seed{seed}")) if keep else None
+    return {"seed": seed, "epochs": epochs, "process_wall_s": total, "fit_wall_s": total - epochs[-1]["eval_s"],
+            "config": resolved, "val_acc": val[-1] if val else None, "kept_at": kept}
+
+
+def keep_run(run_dir: Path, into: Path, name: str) -> Path:
+    """A copy of a finished run's folder (its checkpoints, config and TensorBoard events) under ``into``: a later
+    question about the trained weights (another test-time augmentation, a calibration) then needs no retraining.
+    A name already taken gets a number, so a second invocation never overwrites the first one's weights."""
+    into.mkdir(parents=True, exist_ok=True)
+    dest, n = into / name, 1
+    while dest.exists():
+        n += 1
+        dest = into / f"{name}-{n}"
+    shutil.copytree(run_dir, dest)
+    return dest
 
 
 def val_accuracies(run_dir: Path) -> list[float]:
@@ -163,6 +183,7 @@ def main() -> None:
                         help="test only after this epoch and later ones (a long run's early epochs reach no target)")
     parser.add_argument("--reference-steps", type=int, default=40,
                         help="steps of the tutorial loop measured before and after the seeds (0: skip)")
+    parser.add_argument("--keep-runs", metavar="DIR", help=KEEP_RUNS_HELP)
     parser.add_argument("--resume", action="store_true",
                         help="keep the seeds the --json file already holds (checked to be of the same settings) and"
                              " run only the others; the table covers them all")

@@ -167,6 +167,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "cifar10"))
     parser.add_argument("--json", help="append every finished process's record to this JSON-lines file")
     parser.add_argument("--resume", action="store_true", help="skip what --json already holds")
+    parser.add_argument("--keep-runs", metavar="DIR", help=time_to_accuracy.KEEP_RUNS_HELP)
     parser.add_argument("--from-epoch", type=int, default=1, help="ours: test after this epoch and later ones")
     parser.add_argument("--skip-ours", action="store_true", help="airbench94 only")
     parser.add_argument("--skip-airbench", action="store_true",

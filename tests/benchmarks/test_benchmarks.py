@@ -267,3 +267,29 @@ def test_airbench_gets_the_autocast_network_in_autocast_only():
     net = train94_options("autocast", FakeAirbench)["make_net"]()
     with torch.no_grad():
         assert net(torch.randn(1, 2)).dtype == torch.bfloat16  # its forward pass runs under bfloat16 autocast
+
+
+def test_the_tta_view_sets_score_the_packages_own_modes_exactly():
+    """tta_views.py compares view sets on logits it computes itself: its rows named after the package's modes must
+    be the predictions `test` makes with that `tta`, or the row every other set is compared with measures something
+    else (a shift the wrong way, a weight off)."""
+    import runpy
+
+    import torch
+
+    from lightning_cifar.training.classifier import Classifier, evaluation_logits
+
+    script = runpy.run_path(str(REPO / "benchmarks" / "tta_views.py"))
+    torch.manual_seed(0)
+    model = Classifier(backbone="cnn_base").eval()
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    logits = script["view_logits"](model, images, batch=40)
+    x = images.float() / 255
+    for mode, label in (("none", "none"), ("mirror", "mirror"), ("mirror_shift", script["PACKAGE_MIRROR_SHIFT"])):
+        views = script["VIEW_SETS"][label]
+        mean = sum(w * logits[script["VIEWS"].index(view)] for view, w in views.items())
+        torch.testing.assert_close(mean, evaluation_logits(model, x, mode), rtol=1e-4, atol=1e-5)
+    assert abs(sum(w for views in script["VIEW_SETS"].values() for w in views.values())
+               - len(script["VIEW_SETS"])) < 1e-9  # every set's weights sum to 1
+    moved = script["shifted"](x, 1, -2)
+    torch.testing.assert_close(moved[..., 1:, :-2], x[..., :-1, 2:])  # content one row down, two columns left

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,12 +75,12 @@ def test_the_ablation_scored_on_validation_leads_with_the_held_out_accuracy(tiny
     last epoch, and the table and the records must carry that accuracy beside the test set's."""
     out = tmp_path / "ablation.json"
     tiny = ["data.verify=false", "data.download=false", "data.val_split=40", "data.batch_size=32",
-            "trainer.max_epochs=2", "trainer.precision=32-true", "model.backbone=convpool",
+            "trainer.max_epochs=2", "trainer.precision=32-true", "model.backbone=convpool", "model.tta=mirror_shift",
             'model.backbone_kwargs={"widths": [8, 16], "kernels": [5, 3]}']
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "speedrun_ablation.py"), "configs/cnn-base.yaml", "--target", "0.05",
          "--score", "val", "--from-epoch", "2", "--only", "full", "airbench-schedule", "--data-dir", str(tiny_cifar),
-         "--json", str(out), "--set", *tiny],
+         "--json", str(out), "--keep-runs", str(tmp_path / "runs"), "--set", *tiny],
         cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
         env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -92,3 +93,20 @@ def test_the_ablation_scored_on_validation_leads_with_the_held_out_accuracy(tiny
         assert 0.0 <= row["final_val_acc"] <= 1.0
         assert [e["epoch"] for e in row["epochs"]] == [2]  # the test set scored after the last epoch only
         assert f"{name} seed 0: val {row['final_val_acc']:.4f}, final" in result.stdout
+        assert Path(row["kept_at"]) == tmp_path / "runs" / f"{name}-seed0"
+
+    # The kept weights, scored again by tta_views.py on the split the run held out: its row for the package's
+    # mode is what the run itself measured, on validation and on the test set.
+    (full,) = saved["results"]["full"]
+    views_json = tmp_path / "views.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "tta_views.py"), str(Path(full["kept_at"]) / "checkpoints" /
+         "last.ckpt"), "--data-dir", str(tiny_cifar), "--json", str(views_json)],
+        cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    (scored,) = json.loads(views_json.read_text())["runs"]
+    package_row = next(label for label in scored["val"] if label.startswith("mirror_shift"))
+    assert scored["val_images"] == 40
+    assert abs(scored["val"][package_row] - full["final_val_acc"]) < 1e-4
+    assert abs(scored["test"][package_row] - full["final_test_acc"]) < 1e-4
