@@ -174,6 +174,7 @@ def main() -> None:
                              " trainer.max_epochs=8 (values read as YAML)")
     parser.add_argument("--keep-runs", metavar="DIR", help=time_to_accuracy.KEEP_RUNS_HELP.replace("CONFIG", "VARIANT"))
     args = parser.parse_args()
+    time_to_accuracy.check_keep_runs(args.keep_runs)
     base = yaml.safe_load(Path(args.config).read_text())
     for key, value in map(parse_change, args.changes):
         _set(key, value)(base)

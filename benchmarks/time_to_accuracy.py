@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 import yaml
@@ -78,22 +79,41 @@ def run_seed(config: str, seed: int, args: argparse.Namespace) -> dict:
         resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
         val = val_accuracies(run_dir)
         keep = getattr(args, "keep_runs", None)
-        kept = str(keep_run(run_dir, Path(keep), f"{Path(config).stem}-seed{seed}")) if keep else None
+        kept = keep_run(run_dir, Path(keep), f"{Path(config).stem}-seed{seed}") if keep else None
     return {"seed": seed, "epochs": epochs, "process_wall_s": total, "fit_wall_s": total - epochs[-1]["eval_s"],
-            "config": resolved, "val_acc": val[-1] if val else None, "kept_at": kept}
+            "config": resolved, "val_acc": val[-1] if val else None,
+            "kept_at": str(kept) if kept else None}
 
 
-def keep_run(run_dir: Path, into: Path, name: str) -> Path:
+def keep_run(run_dir: Path, into: Path, name: str) -> Optional[Path]:
     """A copy of a finished run's folder (its checkpoints, config and TensorBoard events) under ``into``: a later
     question about the trained weights (another test-time augmentation, a calibration) then needs no retraining.
-    A name already taken gets a number, so a second invocation never overwrites the first one's weights."""
-    into.mkdir(parents=True, exist_ok=True)
+    A name already taken gets a number, so a second invocation never overwrites the first one's weights. A copy
+    that fails (a full disk) is reported and skipped: the hour's measurement matters more than its weights."""
     dest, n = into / name, 1
     while dest.exists():
         n += 1
         dest = into / f"{name}-{n}"
-    shutil.copytree(run_dir, dest)
+    try:
+        shutil.copytree(run_dir, dest)
+    except OSError as exc:
+        print(f"--keep-runs: could not copy the run folder to {dest} ({exc}); the measurement is kept",
+              file=sys.stderr, flush=True)
+        return None
     return dest
+
+
+def check_keep_runs(path: Optional[str]) -> None:
+    """Refuse an unusable ``--keep-runs`` before the first seed trains, not after it."""
+    if path is None:
+        return
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SystemExit(f"--keep-runs {path}: cannot be made a folder ({exc.strerror or exc})") from None
+    if not os.access(folder, os.W_OK):
+        raise SystemExit(f"--keep-runs {path}: the folder is not writable")
 
 
 def val_accuracies(run_dir: Path) -> list[float]:
@@ -193,6 +213,7 @@ def main() -> None:
     args.extra = argv[split + 1:]  # more lightning-cifar arguments, after --
     if args.resume and not args.json:
         parser.error("--resume needs --json FILE: the file the finished seeds were written to")
+    check_keep_runs(args.keep_runs)
 
     print(f"config {args.config}, seeds {args.seeds}, load average before: {os.getloadavg()[0]:.2f}", flush=True)
     runs, earlier_rates = finished_seeds(args) if args.resume else ([], [])

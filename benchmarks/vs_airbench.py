@@ -64,7 +64,7 @@ def run_ours(seed: int, args: argparse.Namespace) -> dict:
             # what airbench's timer counts: training, then one test pass with test-time augmentation (the last
             # epoch's); ours also counts the process's start and the data's loading, which airbench's leaves out
             "time_s": run["fit_wall_s"] + last_test_pass_s(run["epochs"]),
-            "process_wall_s": run["process_wall_s"], "extra_args": args.extra}
+            "process_wall_s": run["process_wall_s"], "extra_args": args.extra, "kept_at": run["kept_at"]}
 
 
 def last_test_pass_s(epochs: list[dict]) -> float:
@@ -181,6 +181,7 @@ def main() -> None:
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
     args.extra = argv[split + 1:]  # more lightning-cifar arguments for our side, after --
+    time_to_accuracy.check_keep_runs(args.keep_runs)
     if args.resume and not args.json:
         parser.error("--resume needs --json FILE")
     if args.skip_ours and args.skip_airbench:

@@ -110,3 +110,32 @@ def test_the_ablation_scored_on_validation_leads_with_the_held_out_accuracy(tiny
     assert scored["val_images"] == 40
     assert abs(scored["val"][package_row] - full["final_val_acc"]) < 1e-4
     assert abs(scored["test"][package_row] - full["final_test_acc"]) < 1e-4
+
+
+def test_keep_runs_that_cannot_be_a_folder_is_refused_before_any_seed_trains(tmp_path):
+    """An hour-long seed must not train into a --keep-runs it can never write: the refusal comes first, in one
+    line naming the value (here no data folder exists either: a seed that started would fail on that instead)."""
+    taken = tmp_path / "a-file"
+    taken.write_text("not a folder")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "time_to_accuracy.py"), "configs/cnn-base.yaml", "--seeds", "0",
+         "--reference-steps", "0", "--keep-runs", str(taken / "runs"), "--data-dir", str(tmp_path / "no-data")],
+        cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line == f"--keep-runs {taken / 'runs'}: cannot be made a folder (Not a directory)"
+    assert "seed 0" not in result.stdout + result.stderr
+
+
+def test_a_run_folder_that_cannot_be_copied_keeps_the_measurement(tmp_path, capsys):
+    import runpy
+
+    keep_run = runpy.run_path(str(REPO / "benchmarks" / "time_to_accuracy.py"))["keep_run"]
+    (tmp_path / "runs" / "cfg-seed0").mkdir(parents=True)
+    assert keep_run(tmp_path / "gone", tmp_path / "runs", "cfg-seed0") is None
+    assert "could not copy the run folder to" in capsys.readouterr().err
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    kept = keep_run(run, tmp_path / "runs", "cfg-seed0")  # the name is taken: a second copy, numbered
+    assert kept == tmp_path / "runs" / "cfg-seed0-2" and (kept / "checkpoints" / "last.ckpt").read_bytes() == b"weights"
