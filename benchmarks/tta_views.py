@@ -112,7 +112,7 @@ def score_checkpoint(path: str, data_dir: str) -> dict:
     started = time.perf_counter()
     splits = {}
     for name, ds in (("val", dm.val_set), ("test", dm.test_set)):
-        # Each view is a forward pass over the split (the 94 % network on 2 CPU cores: about 17 s per view of
+        # Each view is a forward pass over the split (the 94 % network on 2 CPU cores: about 18 s per view of
         # the 10,000 test images), so this says how far it got.
         print(f"  {path}: {len(VIEWS)} views of the {len(ds)} {name} images ...", file=sys.stderr, flush=True)
         logits = view_logits(model, ds.images)
@@ -129,6 +129,9 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--json", help="also write every accuracy to this file")
     args = parser.parse_args()
+    missing = [p for p in args.checkpoints if not Path(p).is_file()]
+    if missing:  # before the first checkpoint's half hour of forward passes, not after it
+        raise SystemExit(f"no checkpoint file at {', '.join(missing)}")
     torch.set_grad_enabled(False)
     runs = []
     for path in args.checkpoints:
