@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
 import sys
@@ -223,13 +222,11 @@ def main() -> None:
 
 
 def save(args: argparse.Namespace, results: dict[str, list[dict]]) -> None:
-    """Every finished run so far, written whole to a temporary file and renamed over ``--json``: a run killed
-    mid-write leaves the previous version, never half a file."""
-    path = Path(args.json)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps({"config": args.config, "changes": args.changes, "target": args.target,
-                               "score": args.score, "results": results}, indent=1))
-    os.replace(tmp, path)
+    """Every finished run so far, to ``--json`` (written whole: a run killed mid-write leaves the previous version)."""
+    from lightning_cifar.files import atomic_write_json
+
+    atomic_write_json(Path(args.json), {"config": args.config, "changes": args.changes, "target": args.target,
+                                        "score": args.score, "results": results})
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ border, each shift also mirrored) are computed once per image, for the validatio
 same split: its data module's ``val_split`` and ``seed``, read from the checkpoint) and for the test set. Each view
 set in ``VIEW_SETS`` is then a weighted mean of those logits, so sets are compared on the very same forward passes.
 The table leads with validation accuracy, the one to choose a set on; the test accuracy is reported, never chosen
-on. Each set's cost is its number of forward passes per image: the ``tta`` setting of the chosen one is what a run
-pays in its test pass.
+on. The forward passes run in float32 (a run tested under bfloat16 autocast, on a CPU that has it natively, may
+differ from its own numbers by a few images). Each set's cost is its number of forward passes per image: the
+``tta`` setting of the chosen one is what a run pays in its test pass.
 """
 
 from __future__ import annotations

@@ -71,18 +71,17 @@ def resumed_schedule(saved: dict[str, Any], new: dict[str, Any], step: int, labe
     that)."""
     # A checkpoint saved before the factors were settings lacks them: it trained with both at 0.
     saved = {"total_steps": 0, "warmup": 0.0, "start_factor": 0.0, "end_factor": 0.0, **saved}
-    old = tuple(saved.get(k) for k in new)
-    if old == tuple(new.values()):
+    if {k: saved.get(k) for k in new} == new:
         return None
     name, total_steps = new["name"], new["total_steps"]
-    was = f"{old[0]} schedule over {old[1]} steps" if old[0] != "none" else "constant rate"
+    was = f"{saved['name']} schedule over {saved['total_steps']} steps" if saved["name"] != "none" else "constant rate"
     now = f"{name} schedule over {total_steps} steps" if name != "none" else "constant rate"
     if name != "none" and step >= total_steps and new["end_factor"] == 0.0:
         raise LightningCifarError(
             f"{label}: the checkpoint was trained on a {was} and stopped at step {step}; this fit plans a"
             f" {now}, so every step left would train at learning rate 0 and change nothing. Resume with the settings"
             f" that set the number of steps ({STEP_SETTINGS}) as they were, or raise --trainer.max_epochs")
-    before = _multiplier_of(saved)(step) if old[0] in SCHEDULES else None
+    before = _multiplier_of(saved)(step) if saved["name"] in SCHEDULES else None
     after = _multiplier_of(new)(step)
     jump = f" from {before:.2f}x" if before is not None else ""
     return (f"{label}: the checkpoint was trained on a {was}; this fit re-plans it as a {now}: at the restored"

@@ -123,7 +123,8 @@ def test_keep_runs_that_cannot_be_a_folder_is_refused_before_any_seed_trains(tmp
         cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert result.returncode != 0
     last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line == f"--keep-runs {taken / 'runs'}: cannot be made a folder (Not a directory)"
+    assert last_line == (f"--keep-runs {taken / 'runs'}: cannot write to {taken / 'runs'} (Not a directory); choose a"
+                         " writable folder with --keep-runs")
     assert "seed 0" not in result.stdout + result.stderr
 
 
