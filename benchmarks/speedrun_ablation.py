@@ -137,6 +137,11 @@ VARIANTS: dict[str, tuple[str, Callable[[Config], None]]] = {
     "airbench-schedule": ("nothing; the one-cycle's shape becomes airbench94's triangle (0.2x, peak at 23 %, 0.07x)",
                           _all(_set("model.warmup", 0.23), _set("model.start_factor", 0.2),
                                _set("model.end_factor", 0.07))),
+    # airbench94_muon holds each filter bank at norm sqrt(out) before every step. Without it, the filters grow under
+    # Muon's fixed-size steps (batch norm hides their scale from the output), so the rate they turn at falls faster
+    # than the schedule's. Switched, as identity init is.
+    "switch-muon-normalize": ("Muon's filters held at norm sqrt(out channels) before each step (airbench94_muon's), "
+                              "switched", _switch("model.muon_normalize")),
     "random-flip": ("the alternating flip: random flips, same 2-pixel shifts", _set("data.augment", "shift_flip")),
     "no-label-smoothing": ("label smoothing", _set("model.label_smoothing", 0.0)),
     "no-tta": ("test-time augmentation (one view instead of six)", _set("model.tta", "none")),
