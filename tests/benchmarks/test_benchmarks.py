@@ -293,3 +293,33 @@ def test_the_tta_view_sets_score_the_packages_own_modes_exactly():
                - len(script["VIEW_SETS"])) < 1e-9  # every set's weights sum to 1
     moved = script["shifted"](x, 1, -2)
     torch.testing.assert_close(moved[..., 1:, :-2], x[..., :-1, 2:])  # content one row down, two columns left
+
+
+def _ablation_file(path, variant, changes, runs):
+    path.write_text(json.dumps({"config": "configs/speedrun-cpu-94.yaml", "changes": changes, "target": 0.94,
+                                "score": "val", "results": {variant: [
+                                    {"seed": seed, "final_val_acc": val, "final_test_acc": test}
+                                    for seed, val, test in runs]}}))
+    return str(path)
+
+
+def test_paired_ablation_pairs_seeds_across_files_and_refuses_mixed_sides(tmp_path):
+    import subprocess
+
+    script = str(REPO / "benchmarks" / "paired_ablation.py")
+    base = [_ablation_file(tmp_path / "b0.json", "full", ["trainer.max_epochs=9"], [(0, 0.9376, 0.9384)]),
+            _ablation_file(tmp_path / "b12.json", "full", ["trainer.max_epochs=9"], [(1, 0.9380, 0.9342),
+                                                                                    (2, 0.9368, 0.9359)])]
+    cand = [_ablation_file(tmp_path / f"c{seed}.json", "switch-lookahead", ["trainer.max_epochs=9", "model.warmup=0.23"],
+                           [(seed, val, test)]) for seed, val, test in [(0, 0.9422, 0.9361), (1, 0.9374, 0.9383),
+                                                                         (3, 0.95, 0.95)]]
+    out = subprocess.run([sys.executable, script, "--baseline", *base, "--candidate", *cand],
+                         capture_output=True, text=True, check=True).stdout
+    assert "paired seeds: [0, 1] (unpaired, left out: [2, 3])" in out
+    assert "| 0 | 93.76 % | 94.22 % | +0.46 | 93.84 % | 93.61 % | -0.23 |" in out
+    assert "| mean ± sd | 93.78 % ± 0.03 | 93.98 % ± 0.34 | +0.20 ± 0.37 |" in out
+    assert "validation: candidate − baseline +0.20 points over 2 pairs, paired t-test p = " in out
+
+    mixed = subprocess.run([sys.executable, script, "--baseline", base[1], cand[0], "--candidate", cand[1]],
+                           capture_output=True, text=True)
+    assert mixed.returncode != 0 and "--baseline: the files hold 2 different variants or settings" in mixed.stderr
