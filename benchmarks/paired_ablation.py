@@ -76,7 +76,8 @@ def main() -> None:
                 columns[key].append(value)
         print(f"| {seed} | " + " | ".join("–" if v is None else f"{100 * v:+.2f}" if k in ("dv", "dt")
                                           else f"{100 * v:.2f} %" for k, v in zip(columns, row)) + " |")
-    print("| mean ± sd | " + " | ".join(summary(columns[k], k.startswith("d")) if columns[k] else "–" for k in columns) + " |\n")
+    means = (summary(columns[k], signed=k.startswith("d")) if columns[k] else "–" for k in columns)
+    print("| mean ± sd | " + " | ".join(means) + " |\n")
     for split, b, c in (("validation", columns["bv"], columns["cv"]), ("test", columns["bt"], columns["ct"])):
         if len(b) >= 2 and len(b) == len(c):
             test = stats.ttest_rel(c, b)

@@ -310,9 +310,9 @@ def test_paired_ablation_pairs_seeds_across_files_and_refuses_mixed_sides(tmp_pa
     base = [_ablation_file(tmp_path / "b0.json", "full", ["trainer.max_epochs=9"], [(0, 0.9376, 0.9384)]),
             _ablation_file(tmp_path / "b12.json", "full", ["trainer.max_epochs=9"], [(1, 0.9380, 0.9342),
                                                                                     (2, 0.9368, 0.9359)])]
-    cand = [_ablation_file(tmp_path / f"c{seed}.json", "switch-lookahead", ["trainer.max_epochs=9", "model.warmup=0.23"],
-                           [(seed, val, test)]) for seed, val, test in [(0, 0.9422, 0.9361), (1, 0.9374, 0.9383),
-                                                                         (3, 0.95, 0.95)]]
+    changed = ["trainer.max_epochs=9", "model.warmup=0.23"]
+    tried = [(0, 0.9422, 0.9361), (1, 0.9374, 0.9383), (3, 0.95, 0.95)]
+    cand = [_ablation_file(tmp_path / f"c{run[0]}.json", "switch-lookahead", changed, [run]) for run in tried]
     out = subprocess.run([sys.executable, script, "--baseline", *base, "--candidate", *cand],
                          capture_output=True, text=True, check=True).stdout
     assert "paired seeds: [0, 1] (unpaired, left out: [2, 3])" in out
@@ -323,3 +323,35 @@ def test_paired_ablation_pairs_seeds_across_files_and_refuses_mixed_sides(tmp_pa
     mixed = subprocess.run([sys.executable, script, "--baseline", base[1], cand[0], "--candidate", cand[1]],
                            capture_output=True, text=True)
     assert mixed.returncode != 0 and "--baseline: the files hold 2 different variants or settings" in mixed.stderr
+
+
+def test_filter_norms_measures_each_filter_bank_against_its_untrained_self(tmp_path):
+    """filter_norms.py says how far Muon's filters grew: a bank scaled by 3 must read 3x its initial norm, one left
+    alone 1x, and the frozen whitening filters (which no optimizer moves) are left out."""
+    import subprocess
+
+    import pytorch_lightning
+    import torch
+
+    from lightning_cifar.training.classifier import Classifier
+
+    settings = {"backbone": "convpool", "backbone_kwargs": {"widths": [8, 16], "kernels": [3, 3], "whiten": 3},
+                "optimizer": "muon", "muon_lr": 0.2}
+    torch.manual_seed(0)
+    model = Classifier(**settings)
+    state = model.state_dict()
+    banks = [name for name, p in model.named_parameters() if p.ndim == 4 and p.requires_grad]
+    state[banks[0]] = state[banks[0]] * 3
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": dict(model.hparams),
+                "pytorch-lightning_version": pytorch_lightning.__version__}, path)
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "filter_norms.py"), str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    norms = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert set(norms) == set(banks) and not any("whiten" in name for name in norms)
+    for name in banks:
+        now, then = (float(x) for x in norms[name].replace(")", "").split(": ")[1].split(" (at initialisation "))
+        assert now == pytest.approx(then * (3 if name == banks[0] else 1), abs=0.011)
+    missing = subprocess.run([sys.executable, str(REPO / "benchmarks" / "filter_norms.py"), str(tmp_path / "nope")],
+                             capture_output=True, text=True)
+    assert missing.returncode != 0 and missing.stderr.strip().endswith("nope: no such checkpoint file")
